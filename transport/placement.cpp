@@ -1,0 +1,108 @@
+#include "transport/placement.h"
+
+#include <hwloc.h>
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace rcpg::transport {
+namespace {
+
+size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+// Cores local to the device's PCI function, or the whole machine.
+hwloc_const_cpuset_t device_cpuset(hwloc_topology_t topo, const std::string& dev) {
+  if (!dev.empty()) {
+    for (hwloc_obj_t os = hwloc_get_next_osdev(topo, nullptr); os;
+         os = hwloc_get_next_osdev(topo, os)) {
+      if (os->name && dev == os->name) {
+        hwloc_obj_t anc = hwloc_get_non_io_ancestor_obj(topo, os);
+        if (anc && anc->cpuset) return anc->cpuset;
+      }
+    }
+  }
+  return hwloc_topology_get_allowed_cpuset(topo);
+}
+
+}  // namespace
+
+Placement pin_current_thread(const std::string& rdma_device, int preferred_core) {
+  Placement out;
+  hwloc_topology_t topo;
+  if (hwloc_topology_init(&topo) != 0) {
+    out.detail = "hwloc_topology_init failed";
+    return out;
+  }
+  hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  if (hwloc_topology_load(topo) != 0) {
+    hwloc_topology_destroy(topo);
+    out.detail = "hwloc_topology_load failed";
+    return out;
+  }
+  hwloc_bitmap_t set = hwloc_bitmap_alloc();
+  if (preferred_core >= 0) {
+    hwloc_bitmap_only(set, static_cast<unsigned>(preferred_core));
+  } else {
+    hwloc_bitmap_copy(set, device_cpuset(topo, rdma_device));
+    // The last core of the local set: core 0 usually takes interrupts.
+    int last = hwloc_bitmap_last(set);
+    if (last >= 0) hwloc_bitmap_only(set, static_cast<unsigned>(last));
+  }
+  int core = hwloc_bitmap_first(set);
+  if (core >= 0 && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_THREAD) == 0) {
+    out.core = core;
+    hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(topo, static_cast<unsigned>(core));
+    hwloc_obj_t numa = nullptr;
+    if (pu) {
+      hwloc_bitmap_t nodes = hwloc_bitmap_alloc();
+      hwloc_cpuset_to_nodeset(topo, pu->cpuset, nodes);
+      int n = hwloc_bitmap_first(nodes);
+      if (n >= 0) numa = hwloc_get_numanode_obj_by_os_index(topo, static_cast<unsigned>(n));
+      hwloc_bitmap_free(nodes);
+    }
+    out.numa_node = numa ? static_cast<int>(numa->os_index) : -1;
+    out.detail = "bound to core " + std::to_string(core) +
+                 (rdma_device.empty() ? std::string() : " near " + rdma_device);
+  } else {
+    out.detail = std::string("could not bind thread: ") + std::strerror(errno);
+  }
+  hwloc_bitmap_free(set);
+  hwloc_topology_destroy(topo);
+  return out;
+}
+
+void* alloc_placed(size_t bytes, int numa_node, bool& huge) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  huge = false;
+  if (bytes >= kHuge) {
+    void* p = mmap(nullptr, round_up(bytes, kHuge), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    if (p != MAP_FAILED) {
+      huge = true;
+      return p;
+    }
+  }
+  size_t len = round_up(bytes == 0 ? 1 : bytes, 4096);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  if (numa_node >= 0) {
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) == 0 && hwloc_topology_load(topo) == 0) {
+      hwloc_bitmap_t nodes = hwloc_bitmap_alloc();
+      hwloc_bitmap_only(nodes, static_cast<unsigned>(numa_node));
+      hwloc_set_area_membind(topo, p, len, nodes, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET);
+      hwloc_bitmap_free(nodes);
+      hwloc_topology_destroy(topo);
+    }
+  }
+  return p;
+}
+
+void free_placed(void* p, size_t bytes, bool huge) {
+  if (!p) return;
+  size_t len = huge ? round_up(bytes, size_t{2} << 20) : round_up(bytes == 0 ? 1 : bytes, 4096);
+  munmap(p, len);
+}
+
+}  // namespace rcpg::transport
