@@ -1,0 +1,206 @@
+// The agreed-order engine: one per node. Pure protocol logic over a
+// transport::Endpoint, so it runs unchanged on sim, shm and verbs.
+//
+// Data path (see docs/ARCHITECTURE.md for the full story):
+//  1. send() appends a record to the node's staging ring, a local mirror of
+//     its inbound ring at the sequencer; batches are RDMA-written there with
+//     one WRITE_WITH_IMM per contiguous range.
+//  2. The sequencer copies inbound records into its log, stamping global
+//     sequence numbers, and returns inbound credits.
+//  3. The sequencer RDMA-writes contiguous log ranges into every member's
+//     mirror at the same offsets; WRITE_WITH_IMM carries the new end.
+//  4. Members deliver in order straight from their mirror (zero-copy) and
+//     acknowledge received/delivered positions; the sequencer never
+//     overwrites what a member has not delivered, and publishes a stability
+//     watermark for SAFE.
+//
+// Threading: single-threaded; progress() must be called by the owner's loop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ordering/log_format.h"
+#include "ordering/ring.h"
+#include "transport/fabric.h"
+
+namespace rcpg::ordering {
+
+using transport::NodeId;
+
+struct NodeAddress {
+  NodeId id = 0;
+  std::string address;
+};
+
+struct EngineConfig {
+  NodeId self = 0;
+  std::vector<NodeAddress> nodes;          // every configured node, self included
+  size_t log_bytes = size_t{8} << 20;      // replicated log ring (same on all nodes)
+  size_t inbound_bytes = size_t{1} << 20;  // per-sender inbound ring (same on all nodes)
+  size_t max_fragment = 0;                 // 0 = inbound_bytes / 4
+  uint32_t max_writes_per_round = 4;       // per connection, per progress() call
+};
+
+// What a member is handed, in delivery order. `data` points into registered
+// memory (the log mirror, or the reassembly buffer of a fragmented message)
+// and is valid only during the callback.
+struct Delivery {
+  EntryKind kind = EntryKind::Data;
+  Guarantee guarantee = Guarantee::Agreed;
+  NodeId sender = 0;
+  uint32_t pid = 0;
+  uint32_t group = 0;
+  uint64_t gseq = 0;  // of the (last fragment of the) entry
+  uint64_t sseq = 0;
+  uint32_t aux = 0;
+  const std::byte* data = nullptr;
+  size_t len = 0;
+};
+
+enum class SendResult { Ok, TryAgain, NotReady, TooLarge };
+
+struct EngineCounters {
+  uint64_t sent_msgs = 0, sent_bytes = 0;
+  uint64_t delivered_msgs = 0, delivered_bytes = 0;
+  uint64_t sequenced_entries = 0;
+  uint64_t inbound_batches = 0;      // RDMA writes of send batches
+  uint64_t log_batches = 0;          // RDMA writes of log ranges (all members)
+  uint64_t credit_stalls = 0;        // send() refused for lack of ring space
+  uint64_t log_stalls = 0;           // sequencer waited for log space
+  uint64_t zero_copy_deliveries = 0; // delivered straight from the mirror
+  uint64_t reassembled = 0;          // fragmented messages delivered whole
+  uint64_t protocol_errors = 0;
+};
+
+class Engine {
+ public:
+  using DeliverFn = std::function<void(const Delivery&)>;
+  using LogFn = std::function<void(const std::string&)>;
+
+  Engine(transport::Endpoint& ep, EngineConfig cfg, DeliverFn deliver, LogFn log = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Registers memory and starts connecting to the configured peers.
+  bool start(std::string& why);
+  // True once this node can send (it knows the sequencer's rings).
+  bool can_send() const;
+  // True once every configured peer is connected and introduced.
+  bool all_connected() const;
+  NodeId sequencer() const { return sequencer_; }
+  NodeId self() const { return cfg_.self; }
+
+  // Multicasts `payload`. Messages up to max_fragment bytes are copied into
+  // the staging ring at once. Larger ones are streamed in fragments by later
+  // progress() calls: the caller keeps `payload` alive and unchanged until
+  // large_send_pending() is false. TryAgain = back-pressure (ring full, or a
+  // large message still streaming).
+  SendResult send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
+                  std::span<const std::byte> payload, uint32_t aux = 0);
+  bool large_send_pending() const { return large_.active; }
+  // Fraction of the staging ring in use, 0..1 (drives CPG flow control).
+  double send_backlog() const;
+
+  // One round of work; returns true if anything happened. Deliveries are
+  // made from inside this call.
+  bool progress();
+  // Blocks until the fabric may have work (spin-then-block belongs to the
+  // caller: see transport::SpinWait).
+  void wait(std::chrono::microseconds timeout) { ep_.wait(timeout); }
+
+  const EngineCounters& counters() const { return counters_; }
+  // Positions, for tests and tools.
+  uint64_t received_position() const { return received_; }
+  uint64_t delivered_position() const { return delivered_; }
+  uint64_t stable_position() const { return stable_; }
+
+ private:
+  struct Peer;
+  struct LargeSend {
+    bool active = false;
+    const std::byte* data = nullptr;
+    size_t len = 0, off = 0;
+    EntryKind kind = EntryKind::Data;
+    Guarantee guarantee = Guarantee::Agreed;
+    uint32_t group = 0, pid = 0, aux = 0;
+  };
+  struct Reassembly {
+    std::vector<std::byte> buf;
+    size_t filled = 0;
+    bool active = false;
+  };
+
+  // engine.cpp: connections and introductions
+  void handle_events();
+  void handle_completions();
+  void on_hello(Peer& p, const std::byte* data, size_t len);
+  void send_hello(Peer& p);
+  Peer* peer_by_conn(transport::ConnId c);
+  Peer* peer_by_id(NodeId id);
+  void fail(const std::string& why);
+  // engine_sender.cpp
+  bool append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid, uint32_t aux,
+                     uint16_t flags, std::span<const std::byte> payload);
+  bool continue_large_send();
+  bool flush_staging();
+  // engine_sequencer.cpp
+  bool is_sequencer() const { return sequencer_ == cfg_.self; }
+  bool sequence_inbound();
+  bool replicate();
+  bool publish_stability();
+  uint64_t log_limit() const;
+  // engine_member.cpp
+  bool deliver();
+  bool deliver_entry(const EntryHeader& h, const std::byte* payload);
+  bool send_ack();
+  bool post_range(transport::ConnId conn, const transport::Region& local, size_t ring_size,
+                  uint64_t from, uint64_t to, const transport::RemoteRegion& remote,
+                  uint64_t remote_base, ImmType imm);
+
+  transport::Endpoint& ep_;
+  EngineConfig cfg_;
+  DeliverFn deliver_fn_;
+  LogFn log_fn_;
+  NodeId sequencer_ = 0;
+  size_t self_slot_ = 0;
+  std::vector<Peer> peers_;  // one per configured node, self included (slot order)
+  std::vector<size_t> conn_to_slot_;
+
+  transport::Region* log_ = nullptr;      // log mirror (the master log at the sequencer)
+  transport::Region* inbound_ = nullptr;  // one inbound ring per node, slot order
+  transport::Region* staging_ = nullptr;  // local mirror of our inbound ring at the sequencer
+  transport::Region* ctrl_ = nullptr;     // ack slots (16 B per node) written by members
+  transport::Region* ack_src_ = nullptr;  // what we write into the sequencer's ack slot
+
+  // sender
+  RingWriter staging_writer_;
+  uint64_t staging_posted_ = 0;  // bytes handed to the fabric
+  uint64_t staging_credit_ = 0;  // bytes the sequencer has consumed
+  uint64_t next_sseq_ = 1;
+  LargeSend large_;
+
+  // sequencer
+  RingWriter log_writer_;
+  uint64_t next_gseq_ = 1;
+  uint64_t last_safe_end_ = 0;  // end of the newest SAFE entry in the log
+  uint64_t published_stable_ = 0;
+  bool view_appended_ = false;
+
+  // member
+  uint64_t received_ = 0;
+  uint64_t delivered_ = 0;
+  uint64_t stable_ = 0;
+  uint64_t acked_received_ = 0, acked_delivered_ = 0;
+  uint64_t expected_gseq_ = 1;
+  std::vector<Reassembly> reassembly_;  // per sender slot
+
+  EngineCounters counters_;
+  bool failed_ = false;
+};
+
+}  // namespace rcpg::ordering
