@@ -14,8 +14,9 @@ enum class EntryKind : uint8_t { Data = 1, Join = 2, Leave = 3, View = 4, Pad = 
 // CPG's guarantees, with CPG's numeric values.
 enum class Guarantee : uint8_t { Unordered = 0, Fifo = 1, Agreed = 2, Safe = 3 };
 
-inline constexpr uint16_t kFragFirst = 1;
-inline constexpr uint16_t kFragLast = 2;
+inline constexpr uint16_t kFragment = 1;  // part of a fragmented message
+inline constexpr uint16_t kFragFirst = 2;
+inline constexpr uint16_t kFragLast = 4;
 
 struct EntryHeader {
   uint64_t gseq = 0;    // global sequence number; 0 until the sequencer stamps it
@@ -26,7 +27,7 @@ struct EntryHeader {
   uint32_t group = 0;   // group id (Data) or 0
   EntryKind kind = EntryKind::Data;
   Guarantee guarantee = Guarantee::Agreed;
-  uint16_t flags = 0;   // kFragFirst / kFragLast
+  uint16_t flags = 0;   // kFragment | kFragFirst | kFragLast
   uint32_t aux = 0;     // FragFirst: whole message length; View: epoch
 };
 static_assert(sizeof(EntryHeader) == 40);

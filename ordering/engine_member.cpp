@@ -1,0 +1,111 @@
+// Member role: deliver log entries in order straight from the mirror,
+// reassemble fragmented messages, and acknowledge positions to the sequencer.
+#include <cstring>
+
+#include "ordering/engine.h"
+#include "ordering/engine_peer.h"
+
+namespace rcpg::ordering {
+
+using namespace rcpg::transport;
+
+namespace {
+constexpr size_t kMaxDeliveriesPerRound = 4096;
+}
+
+bool Engine::deliver() {
+  RingReader reader{log_->data, cfg_.log_bytes};
+  uint64_t pos = delivered_;
+  size_t n = 0;
+  while (n < kMaxDeliveriesPerRound) {
+    const EntryHeader* h = reader.next(pos, received_);
+    if (!h) {
+      delivered_ = pos;  // padding skipped at the end counts as consumed
+      break;
+    }
+    size_t off = pos % cfg_.log_bytes;
+    size_t bytes = record_bytes(h->length);
+    if (bytes > cfg_.log_bytes - off || pos + bytes > received_ || h->gseq != expected_gseq_) {
+      fail("log entry at position " + std::to_string(pos) + " is corrupt (gseq " +
+           std::to_string(h->gseq) + ", expected " + std::to_string(expected_gseq_) + ")");
+      return n > 0;
+    }
+    bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
+    if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) break;
+    if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1))) return n > 0;
+    pos += bytes;
+    delivered_ = pos;
+    ++expected_gseq_;
+    ++n;
+  }
+  return n > 0;
+}
+
+bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload) {
+  Delivery d;
+  d.kind = h.kind;
+  d.guarantee = h.guarantee;
+  d.sender = h.sender;
+  d.pid = h.pid;
+  d.group = h.group;
+  d.gseq = h.gseq;
+  d.sseq = h.sseq;
+  d.aux = h.aux;
+  if (h.flags & kFragment) {
+    Peer* p = peer_by_id(h.sender);
+    if (!p) {
+      fail("fragment from unknown node " + std::to_string(h.sender));
+      return false;
+    }
+    Reassembly& r = reassembly_[p->slot];
+    if (h.flags & kFragFirst) {
+      r.buf.assign(h.aux, std::byte{0});
+      r.filled = 0;
+      r.active = true;
+    }
+    if (!r.active || r.filled + h.length > r.buf.size()) {
+      fail("fragment sequence from node " + std::to_string(h.sender) + " is inconsistent");
+      return false;
+    }
+    std::memcpy(r.buf.data() + r.filled, payload, h.length);
+    r.filled += h.length;
+    if (!(h.flags & kFragLast)) return true;
+    d.data = r.buf.data();
+    d.len = r.filled;
+    ++counters_.reassembled;
+    ++counters_.delivered_msgs;
+    counters_.delivered_bytes += d.len;
+    if (deliver_fn_) deliver_fn_(d);
+    r.active = false;
+    std::vector<std::byte>().swap(r.buf);  // bounded memory: give it back
+    return true;
+  }
+  d.data = payload;
+  d.len = h.length;
+  ++counters_.zero_copy_deliveries;
+  ++counters_.delivered_msgs;
+  counters_.delivered_bytes += d.len;
+  if (deliver_fn_) deliver_fn_(d);
+  return true;
+}
+
+bool Engine::send_ack() {
+  if (received_ == acked_received_ && delivered_ == acked_delivered_) return false;
+  if (is_sequencer()) {
+    acked_received_ = received_;
+    acked_delivered_ = delivered_;
+    return false;
+  }
+  Peer* seq = peer_by_id(sequencer_);
+  if (!seq || !seq->introduced) return false;
+  AckSlot a{received_, delivered_};
+  std::memcpy(ack_src_->data, &a, sizeof(a));
+  if (!ep_.post_write_imm(seq->conn, *ack_src_, 0, seq->hello.ctrl, self_slot_ * sizeof(AckSlot),
+                          sizeof(AckSlot), make_imm(ImmType::Ack, 0), 0, false))
+    return false;
+  acked_received_ = received_;
+  acked_delivered_ = delivered_;
+  return true;
+}
+
+}  // namespace rcpg::ordering

@@ -1,0 +1,45 @@
+// Per-node state the engine keeps about every configured node (itself
+// included): its connection, its advertised regions, and the positions the
+// protocol tracks for it. Internal to the engine's .cpp files.
+#pragma once
+
+#include "ordering/engine.h"
+
+namespace rcpg::ordering {
+
+// The introduction each node sends on every new connection (post_send).
+struct HelloMsg {
+  uint32_t magic = 0x4F4C4548;  // "HELO"
+  uint32_t node = 0;
+  uint64_t log_bytes = 0;
+  uint64_t inbound_bytes = 0;
+  transport::RemoteRegion log{};      // its log mirror
+  transport::RemoteRegion inbound{};  // its inbound rings (slot order)
+  transport::RemoteRegion ctrl{};     // its ack slots (slot order)
+};
+
+struct AckSlot {
+  uint64_t received = 0;
+  uint64_t delivered = 0;
+};
+
+struct Engine::Peer {
+  NodeId id = 0;
+  std::string address;
+  size_t slot = 0;
+  bool self = false;
+  transport::ConnId conn = transport::kNoConn;
+  bool connected = false;
+  bool introduced = false;  // its HelloMsg arrived
+  HelloMsg hello{};
+  // sequencer's view of this node as a sender
+  uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
+  uint64_t inbound_read = 0;  // bytes we have sequenced
+  uint64_t credit_sent = 0;
+  // sequencer's view of this node as a member
+  uint64_t repl_posted = 0;   // log bytes written to its mirror
+  uint64_t stable_sent = 0;
+  AckSlot acked{};
+};
+
+}  // namespace rcpg::ordering
