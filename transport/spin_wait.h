@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include <sched.h>
+
 #include "transport/fabric.h"
 
 namespace rcpg::transport {
@@ -18,11 +20,17 @@ class SpinWait {
       : spin_limit_(spin_iterations), block_timeout_(block_timeout) {}
 
   void busy() { spins_ = 0; }
+  // Spin with sched_yield() instead of a pause instruction (oversubscribed cores).
+  void set_yield(bool yield) { yield_ = yield; }
 
   // Returns true when it blocked (the caller may want to count that).
   bool idle(Endpoint& ep) {
     if (++spins_ < spin_limit_) {
-      cpu_relax();
+      // Yielding while spinning lets another poller sharing this core run:
+      // on a 2-core machine a 3-node cluster would otherwise wait for whole
+      // scheduler time slices.
+      if (yield_) sched_yield();
+      else cpu_relax();
       return false;
     }
     ep.wait(block_timeout_);
@@ -40,6 +48,7 @@ class SpinWait {
 
  private:
   uint32_t spins_ = 0;
+  bool yield_ = false;
   uint32_t spin_limit_;
   std::chrono::microseconds block_timeout_;
 };
