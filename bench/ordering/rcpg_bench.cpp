@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "ordering/engine.h"
+#include "ordering/node_runtime.h"
 #include "transport/factory.h"
-#include "transport/spin_wait.h"
 
 using namespace rcpg;
 using namespace rcpg::ordering;
@@ -86,31 +86,25 @@ class Node {
       fmt::print(stderr, "rcpg-bench: verbs needs RCPG_HOST_ADDRS (run under scripts/softroce)\n");
       return 2;
     }
-    EndpointConfig ec;
-    ec.node_id = NodeId(self_);
-    ec.listen_address = address_of(o_, self_, hosts);
-    if (o_.fabric == "verbs") ec.source_address = hosts[size_t(self_ - 1) % hosts.size()];
-    ec.cluster_key.fill(0x5c);
+    NodeConfig nc;
+    nc.fabric = o_.fabric;
+    nc.endpoint.node_id = NodeId(self_);
+    nc.endpoint.listen_address = address_of(o_, self_, hosts);
+    if (o_.fabric == "verbs") nc.endpoint.source_address = hosts[size_t(self_ - 1) % hosts.size()];
+    nc.endpoint.cluster_key.fill(0x5c);
+    for (int n = 1; n <= o_.nodes; ++n) nc.engine.nodes.push_back({NodeId(n), address_of(o_, n, hosts)});
+    nc.engine.log_bytes = o_.log_mib << 20;
+    nc.engine.inbound_bytes = o_.inbound_mib << 20;
+    nc.spin_iterations = o_.spin;
+    nc.spin_yield = o_.yield;
+    rt_ = std::make_unique<NodeRuntime>(nc, [this](const Delivery& d) { on_deliver(d); });
     std::string why;
-    ep_ = make_endpoint(o_.fabric, ec, why);
-    if (!ep_) {
+    if (!rt_->start(why)) {
       fmt::print(stderr, "node {}: {}\n", self_, why);
       return 3;
     }
-    EngineConfig cfg;
-    cfg.self = NodeId(self_);
-    for (int n = 1; n <= o_.nodes; ++n) cfg.nodes.push_back({NodeId(n), address_of(o_, n, hosts)});
-    cfg.log_bytes = o_.log_mib << 20;
-    cfg.inbound_bytes = o_.inbound_mib << 20;
-    engine_ = std::make_unique<Engine>(*ep_, cfg, [this](const Delivery& d) { on_deliver(d); });
-    if (!engine_->start(why)) {
-      fmt::print(stderr, "node {}: {}\n", self_, why);
-      return 4;
-    }
-    spin_ = SpinWait(o_.spin, std::chrono::milliseconds(1));
-    spin_.set_yield(o_.yield);
     deadline_ = now_ns() + uint64_t(o_.timeout_s) * 1000000000ull;
-    while (!engine_->all_connected())
+    while (!rt_->engine().all_connected())
       if (!pump()) return fail("connecting");
     uint32_t phase = 0;
     for (size_t size : o_.sizes) {
@@ -131,24 +125,16 @@ class Node {
   }
 
   bool pump() {
-    if (engine_->progress())
-      spin_.busy();
-    else
-      spin_.idle(*ep_);
-    return now_ns() < deadline_;
+    rt_->run_once();
+    return now_ns() < deadline_ && !rt_->engine().failed();
   }
 
   // Sends, retrying under back-pressure; large payloads stay alive until
   // the engine has streamed them.
   bool send(uint32_t group, std::span<const std::byte> payload) {
-    for (;;) {
-      SendResult r = engine_->send(EntryKind::Data, Guarantee::Agreed, group, 0, payload);
-      if (r == SendResult::Ok) break;
-      if (!pump()) return false;
-    }
-    while (engine_->large_send_pending())
-      if (!pump()) return false;
-    return true;
+    auto left = std::chrono::nanoseconds(deadline_ - std::min(deadline_, now_ns()));
+    return rt_->send_blocking(EntryKind::Data, Guarantee::Agreed, group, 0, payload,
+                              std::chrono::duration_cast<std::chrono::milliseconds>(left));
   }
 
   bool barrier(uint32_t phase) {
@@ -238,7 +224,7 @@ class Node {
     while (delivered_ < total)
       if (!pump()) return false;
     double secs = double(last_ns_ - t0) / 1e9;
-    const EngineCounters& c = engine_->counters();
+    const EngineCounters& c = rt_->engine().counters();
     out << fmt::format(
         "{{\"node\":{},\"size\":{},\"test\":\"throughput\",\"senders\":{},\"msgs\":{},"
         "\"seconds\":{:.4f},\"msgs_per_s\":{:.0f},\"mb_per_s\":{:.2f},\"load_p50_us\":{:.1f},"
@@ -250,9 +236,7 @@ class Node {
 
   const Options& o_;
   int self_;
-  std::unique_ptr<Endpoint> ep_;
-  std::unique_ptr<Engine> engine_;
-  SpinWait spin_;
+  std::unique_ptr<NodeRuntime> rt_;
   uint64_t deadline_ = 0;
   std::map<uint32_t, int> barrier_count_;
   uint32_t cur_phase_ = 0, awaiting_ = 0;
