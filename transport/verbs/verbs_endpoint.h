@@ -7,6 +7,18 @@
 // device. Outgoing connections are bound to source_address (or the listen IP)
 // and fail with Unreachable if the route to the peer leaves by another device.
 //
+// Events and completions (beyond what fabric.h promises):
+//  * poll() returns no receive completion of a connection before
+//    next_event() has returned that connection's Connected event (they are
+//    held back, so a caller that handles events first never sees data on an
+//    unknown ConnId).
+//  * A reject by the listener (bad key, unknown node) is Rejected; a port
+//    where nobody listens is Unreachable, like an address error or timeout.
+//  * disconnect() of an established connection raises Disconnected; of a
+//    connection still being set up, Unreachable ("connect abandoned locally").
+//  * post_*() also return false when the shared CQ has no room for more
+//    outstanding work requests (back-pressure, as for a full send queue).
+//
 // wait_fd(): an epoll fd (completion channel, cm event channel, async events
 // and an internal wake-up eventfd). Before blocking on it, call wait() with a
 // zero timeout: that arms the CQ notification, and makes the fd readable at

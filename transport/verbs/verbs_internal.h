@@ -51,6 +51,16 @@ namespace rcpg::transport::verbs {
 
 using Clock = std::chrono::steady_clock;
 
+// Control progress (a non-blocking look at the cm, async and completion
+// channels) runs at most this often from poll() and next_event().
+inline constexpr auto kControlInterval = std::chrono::microseconds(500);
+
+// epoll tags of the fds behind wait_fd()
+inline constexpr uint32_t kTagCm = 1;
+inline constexpr uint32_t kTagComp = 2;
+inline constexpr uint32_t kTagAsync = 3;
+inline constexpr uint32_t kTagKick = 4;
+
 // ---- wr_id layout ---------------------------------------------------------
 //   bit 63: receive WR; bits 48..62: connection slot; bits 32..47: slot
 //   generation; bits 0..31: send position or receive slot index.
@@ -60,14 +70,26 @@ inline constexpr uint32_t kMaxSlots = 1u << 15;
 inline uint64_t make_wr_id(bool recv, uint32_t slot, uint16_t gen, uint32_t index) {
   return (recv ? kRecvBit : 0) | (uint64_t{slot} << 48) | (uint64_t{gen} << 32) | index;
 }
-inline bool wr_is_recv(uint64_t w) { return (w & kRecvBit) != 0; }
-inline uint32_t wr_slot(uint64_t w) { return static_cast<uint32_t>(w >> 48) & (kMaxSlots - 1); }
-inline uint16_t wr_gen(uint64_t w) { return static_cast<uint16_t>(w >> 32); }
-inline uint32_t wr_index(uint64_t w) { return static_cast<uint32_t>(w); }
+inline bool wr_is_recv(uint64_t w) {
+  return (w & kRecvBit) != 0;
+}
+inline uint32_t wr_slot(uint64_t w) {
+  return static_cast<uint32_t>(w >> 48) & (kMaxSlots - 1);
+}
+inline uint16_t wr_gen(uint64_t w) {
+  return static_cast<uint16_t>(w >> 32);
+}
+inline uint32_t wr_index(uint64_t w) {
+  return static_cast<uint32_t>(w);
+}
 
 // ConnId = generation << 16 | slot (slot < 2^15, so never kNoConn).
-inline ConnId make_conn_id(uint32_t slot, uint16_t gen) { return (uint32_t{gen} << 16) | slot; }
-inline uint32_t conn_slot(ConnId id) { return id & 0xffff; }
+inline ConnId make_conn_id(uint32_t slot, uint16_t gen) {
+  return (uint32_t{gen} << 16) | slot;
+}
+inline uint32_t conn_slot(ConnId id) {
+  return id & 0xffff;
+}
 
 enum class ConnState : uint8_t {
   Resolving,    // initiator: resolving address and route (no QP yet)
@@ -96,7 +118,7 @@ struct Conn {
   NodeId peer = 0;
   rdma_cm_id* cm_id = nullptr;
   ibv_qp* qp = nullptr;
-  Hello request{};  // initiator: our Hello, to check the listener's reply
+  Hello request{};     // initiator: our Hello, to check the listener's reply
   std::string remote;  // peer address, for log lines
 
   // Send queue: positions head (next) and tail (oldest outstanding).
@@ -123,9 +145,15 @@ struct Conn {
   std::vector<ibv_recv_wr> recv_wrs;
   std::vector<uint32_t> repost;  // receive slots consumed since the last poll()
   bool dirty = false;            // listed in VerbsEndpoint::dirty_
-  bool cq_reserved = false;      // rq_depth counted in VerbsEndpoint::cq_reserved_
+  // next_event() has returned this connection's Connected event. Until then
+  // its receive completions are held back (VerbsEndpoint::deferred_), so that
+  // a caller never sees data on a connection it does not know yet.
+  bool user_knows = false;
+  uint32_t deferred = 0;     // receive CQEs held back
+  bool cq_reserved = false;  // rq_depth counted in VerbsEndpoint::cq_reserved_
 
   Clock::time_point flush_deadline{};
+  uint64_t close_epoch = 0;  // VerbsEndpoint::cq_drains_ when closing began
 };
 
 struct RegionRec {
@@ -167,7 +195,7 @@ class VerbsEndpoint final : public Endpoint {
   bool init_fds(std::string& why);
   void teardown();
 
-  // --- control progress (verbs_endpoint.cpp) ---
+  // --- control progress (verbs_progress.cpp) ---
   void progress_control();
   void handle_ready(uint32_t tag);
   void drain_comp_channel();
@@ -204,17 +232,19 @@ class VerbsEndpoint final : public Endpoint {
   Conn* usable(ConnId id) const;
   bool has_room(const Conn* c) const;
   bool check_local(const Region& local, size_t off, size_t len, uint32_t& lkey) const;
-  bool post_rdma(ConnId conn, ibv_wr_opcode opcode, Op op, const Region& local,
-                 size_t local_off, const RemoteRegion& remote, uint64_t remote_off, size_t len,
-                 uint32_t imm, uint64_t wr_id, bool signaled);
+  bool post_rdma(ConnId conn, ibv_wr_opcode opcode, Op op, const Region& local, size_t local_off,
+                 const RemoteRegion& remote, uint64_t remote_off, size_t len, uint32_t imm,
+                 uint64_t wr_id, bool signaled);
   bool submit(Conn* c, ibv_send_wr& wr, const SendEntry& entry);
   void retire_until(Conn* c, uint32_t end);
   void synth(uint64_t wr_id, ConnId conn, Op op, Status status, uint32_t len = 0);
   void handle_wc(const ibv_wc& wc, std::span<Completion> out, size_t& n);
   void handle_send_wc(Conn* c, const ibv_wc& wc, std::span<Completion> out, size_t& n);
-  void handle_recv_wc(Conn* c, const ibv_wc& wc, std::span<Completion> out, size_t& n);
+  void handle_recv_wc(Conn* c, const ibv_wc& wc, std::span<Completion> out, size_t& n,
+                      bool released = false);
+  void release_deferred(std::span<Completion> out, size_t& n);
 
-  // --- helpers ---
+  // --- helpers (verbs_util.cpp) ---
   void log(const std::string& msg) const;
   void push_event(EventType type, Conn* c, std::string detail);
 
@@ -253,7 +283,7 @@ class VerbsEndpoint final : public Endpoint {
   std::vector<std::unique_ptr<Conn>> conns_;  // by slot
   std::vector<uint16_t> slot_gen_;            // next generation of each slot
   std::vector<uint32_t> free_slots_;
-  uint32_t closing_ = 0;      // connections in ConnState::Closing
+  uint32_t closing_ = 0;       // connections in ConnState::Closing
   std::vector<ConnId> dirty_;  // connections with receive slots to repost
 
   std::vector<std::unique_ptr<RegionRec>> regions_;
@@ -266,9 +296,18 @@ class VerbsEndpoint final : public Endpoint {
   int stash_n_ = 0;
   int stash_pos_ = 0;
   std::array<ibv_wc, 32> wcs_{};
+  std::vector<ibv_wc> deferred_;  // receive CQEs of connections the user does not know yet
+  bool deferred_ready_ = false;   // some of them may be released now
   uint32_t poll_calls_ = 0;
+  // Times poll() found the CQ empty. A closing connection is freed only after
+  // one more empty CQ, so that receives which completed before the error are
+  // still delivered.
+  uint64_t cq_drains_ = 0;
   Clock::time_point last_control_{};
 };
+
+// "what: strerror(errno)"
+std::string sys_error(const std::string& what);
 
 // Status of a work completion as the fabric reports it.
 Status map_status(ibv_wc_status status);

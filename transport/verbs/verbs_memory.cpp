@@ -1,0 +1,86 @@
+// User memory regions: placed allocation + one memory registration each.
+//
+// A Region is one MR (one rkey), so it cannot be registered in chunks; a
+// region the device refuses to register fails with a log line. rxe accepts
+// any size the process can pin (max_mr_size is 2^64-1); real RNICs limit it
+// by max_mr_size and the memlock limit.
+#include <cerrno>
+#include <cstring>
+
+#include "transport/placement.h"
+#include "transport/verbs/verbs_internal.h"
+
+namespace rcpg::transport::verbs {
+
+Region* VerbsEndpoint::register_region(size_t bytes) {
+  if (bytes > dev_attr_.max_mr_size) {
+    log("cannot register " + std::to_string(bytes) + " bytes: device " + dev_name_ +
+        " allows at most " + std::to_string(dev_attr_.max_mr_size));
+    return nullptr;
+  }
+  auto rec = std::make_unique<RegionRec>();
+  rec->alloc_bytes = bytes;
+  rec->mem = alloc_placed(bytes, -1, rec->huge);
+  if (!rec->mem) {
+    log("cannot allocate " + std::to_string(bytes) +
+        " bytes for a region: " + std::strerror(errno));
+    return nullptr;
+  }
+  // A zero-length region still needs valid keys (zero-byte operations carry
+  // them): register its page for local access only, so that any non-empty
+  // remote access to it fails.
+  size_t reg_bytes = bytes == 0 ? 1 : bytes;
+  int access = bytes == 0
+                   ? IBV_ACCESS_LOCAL_WRITE
+                   : IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  rec->mr = ibv_reg_mr(pd_, rec->mem, reg_bytes, access);
+  if (!rec->mr) {
+    log("ibv_reg_mr of " + std::to_string(bytes) + " bytes" + (rec->huge ? " (huge pages)" : "") +
+        " failed: " + std::strerror(errno));
+    free_placed(rec->mem, rec->alloc_bytes, rec->huge);
+    return nullptr;
+  }
+  uint32_t id;
+  if (!free_region_ids_.empty()) {
+    id = free_region_ids_.back();
+    free_region_ids_.pop_back();
+  } else {
+    id = static_cast<uint32_t>(regions_.size());
+    regions_.emplace_back();
+  }
+  Region& r = rec->region;
+  r.data = static_cast<std::byte*>(rec->mem);
+  r.size = bytes;
+  r.id = id;
+  r.remote.addr = reinterpret_cast<uintptr_t>(rec->mem);
+  r.remote.length = bytes;
+  r.remote.rkey = rec->mr->rkey;
+  regions_[id] = std::move(rec);
+  return &regions_[id]->region;
+}
+
+void VerbsEndpoint::deregister(Region* region) {
+  if (!region || region->id >= regions_.size()) return;
+  auto& rec = regions_[region->id];
+  if (!rec || &rec->region != region) {
+    log("deregister: region " + std::to_string(region->id) + " is not registered here");
+    return;
+  }
+  if (int rc = ibv_dereg_mr(rec->mr); rc != 0)
+    log("ibv_dereg_mr(region " + std::to_string(region->id) + "): " + std::strerror(rc));
+  free_placed(rec->mem, rec->alloc_bytes, rec->huge);
+  free_region_ids_.push_back(region->id);
+  rec.reset();
+}
+
+// Accepts a copy of a Region as well as the endpoint's own object.
+bool VerbsEndpoint::check_local(const Region& local, size_t off, size_t len, uint32_t& lkey) const {
+  if (local.id >= regions_.size()) return false;
+  const RegionRec* rec = regions_[local.id].get();
+  if (!rec || rec->region.data != local.data || rec->region.size != local.size) return false;
+  if (off > local.size || len > local.size - off || len > UINT32_MAX) return false;
+  lkey = rec->mr->lkey;
+  return true;
+}
+
+}  // namespace rcpg::transport::verbs
