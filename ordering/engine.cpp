@@ -78,6 +78,7 @@ bool Engine::start(std::string& why) {
     return false;
   }
   staging_writer_ = RingWriter{staging_->data, cfg_.inbound_bytes, 0};
+  staging_marks_.assign(cfg_.inbound_bytes / sizeof(EntryHeader) + 1, 0);
   log_writer_ = RingWriter{log_->data, cfg_.log_bytes, 0};
 
   // The higher node id connects; the lower one accepts.
@@ -100,6 +101,13 @@ Engine::Peer* Engine::peer_by_id(NodeId id) {
   for (Peer& p : peers_)
     if (p.id == id) return &p;
   return nullptr;
+}
+
+uint64_t Engine::inbound_consumed(NodeId sender) const {
+  if (!is_sequencer()) return 0;
+  for (const Peer& p : peers_)
+    if (p.id == sender) return p.inbound_read;
+  return 0;
 }
 
 bool Engine::can_send() const {
@@ -243,7 +251,14 @@ void Engine::handle_completions() {
             }
             break;
           case ImmType::Stable:
-            if (p->id == sequencer_) stable_ = std::max(stable_, imm_pos(c.imm, stable_));
+            if (p->id == sequencer_) {
+              // The watermark is published only while a SAFE entry waits, so
+              // it may have moved by more than an immediate's 2 GiB range
+              // since the last one: decode it against what we have received
+              // instead (it is at most a log size behind that).
+              uint64_t base = received_ > cfg_.log_bytes ? received_ - cfg_.log_bytes : 0;
+              stable_ = std::max(stable_, imm_pos(c.imm, std::max(stable_, base)));
+            }
             break;
           case ImmType::Ack: {
             AckSlot a;

@@ -6,7 +6,8 @@
 //     its inbound ring at the sequencer; batches are RDMA-written there with
 //     one WRITE_WITH_IMM per contiguous range.
 //  2. The sequencer copies inbound records into its log, stamping global
-//     sequence numbers, and returns inbound credits.
+//     sequence numbers. A sender learns that its inbound ring space is free
+//     when its own records come back through the log (no credit messages).
 //  3. The sequencer RDMA-writes contiguous log ranges into every member's
 //     mirror at the same offsets; WRITE_WITH_IMM carries the new end.
 //  4. Members deliver in order straight from their mirror (zero-copy) and
@@ -59,6 +60,10 @@ struct Delivery {
   uint32_t aux = 0;
   const std::byte* data = nullptr;
   size_t len = 0;
+  // Log position just past the entry (past its last fragment): the same at
+  // every member. A SAFE delivery happens only once every member's
+  // received_position() has reached it (checked by the simulation tests).
+  uint64_t position = 0;
 };
 
 enum class SendResult { Ok, TryAgain, NotReady, TooLarge };
@@ -118,6 +123,12 @@ class Engine {
   uint64_t received_position() const { return received_; }
   uint64_t delivered_position() const { return delivered_; }
   uint64_t stable_position() const { return stable_; }
+  // Read-only views for the simulation tests' invariant checks.
+  uint64_t log_tail() const { return log_writer_.tail; }      // sequencer: end of its log
+  uint64_t staging_tail() const { return staging_writer_.tail; }  // end of what we sent
+  // Sequencer: bytes of `sender`'s inbound ring already sequenced (0 elsewhere).
+  uint64_t inbound_consumed(NodeId sender) const;
+  bool failed() const { return failed_; }
 
  private:
   struct Peer;
@@ -156,7 +167,7 @@ class Engine {
   uint64_t log_limit() const;
   // engine_member.cpp
   bool deliver();
-  bool deliver_entry(const EntryHeader& h, const std::byte* payload);
+  bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end);
   bool send_ack();
   bool post_range(transport::ConnId conn, const transport::Region& local, size_t ring_size,
                   uint64_t from, uint64_t to, const transport::RemoteRegion& remote,
@@ -181,6 +192,9 @@ class Engine {
   RingWriter staging_writer_;
   uint64_t staging_posted_ = 0;  // bytes handed to the fabric
   uint64_t staging_credit_ = 0;  // bytes the sequencer has consumed
+  // Staging end position of each record by sseq (sseq % size): seeing our
+  // own record in the log proves the sequencer consumed the ring up to it.
+  std::vector<uint64_t> staging_marks_;
   uint64_t next_sseq_ = 1;
   LargeSend large_;
 

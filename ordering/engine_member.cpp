@@ -1,5 +1,6 @@
 // Member role: deliver log entries in order straight from the mirror,
 // reassemble fragmented messages, and acknowledge positions to the sequencer.
+#include <algorithm>
 #include <cstring>
 
 #include "ordering/engine.h"
@@ -32,7 +33,7 @@ bool Engine::deliver() {
     }
     bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
     if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) break;
-    if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1))) return n > 0;
+    if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1), pos + bytes)) return n > 0;
     pos += bytes;
     delivered_ = pos;
     ++expected_gseq_;
@@ -41,8 +42,11 @@ bool Engine::deliver() {
   return n > 0;
 }
 
-bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload) {
+bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end) {
+  if (h.sender == cfg_.self && h.kind != EntryKind::View)
+    staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
+  d.position = end;
   d.kind = h.kind;
   d.guarantee = h.guarantee;
   d.sender = h.sender;

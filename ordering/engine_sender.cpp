@@ -27,6 +27,7 @@ bool Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t
   hdr.aux = aux;
   std::memcpy(h, &hdr, sizeof(hdr));
   if (!payload.empty()) std::memcpy(h + 1, payload.data(), payload.size());
+  staging_marks_[hdr.sseq % staging_marks_.size()] = staging_writer_.tail;
   ++counters_.sent_msgs;
   counters_.sent_bytes += payload.size();
   return true;

@@ -1,6 +1,7 @@
 // Sequencer role: drain every sender's inbound ring into the log (stamping
 // global sequence numbers), replicate new log ranges to every member's
-// mirror, hand inbound credits back, and publish the SAFE watermark.
+// mirror, and publish the SAFE watermark. Senders get their inbound credit
+// back through the log itself (see Engine::deliver_entry).
 #include <algorithm>
 #include <cstring>
 
@@ -83,13 +84,7 @@ bool Engine::sequence_inbound() {
     }
     if (pos != p.inbound_read) did = true;
     p.inbound_read = pos;
-    if (p.self) {
-      staging_credit_ = pos;
-    } else if (p.inbound_read != p.credit_sent && p.introduced) {
-      if (ep_.post_write_imm(p.conn, *ack_src_, 0, p.hello.ctrl, 0, 0,
-                             make_imm(ImmType::Credit, p.inbound_read), 0, false))
-        p.credit_sent = p.inbound_read;
-    }
+    if (p.self) staging_credit_ = pos;
     if (log_full) break;
   }
   received_ = log_writer_.tail;

@@ -39,6 +39,7 @@ inline constexpr size_t record_bytes(size_t payload) { return align_up(sizeof(En
 // Immediate values: 4 bits of type, 28 bits of a position in 8-byte units
 // (mod 2^28). Rings are limited to 1 GiB so a position is recovered exactly
 // from any lower bound within 2 GiB of it.
+// Credit (3) is reserved: senders get credit back through the log itself.
 enum class ImmType : uint32_t { Log = 1, Inbound = 2, Credit = 3, Stable = 4, Ack = 5 };
 inline constexpr size_t kMaxRingBytes = size_t{1} << 30;
 
