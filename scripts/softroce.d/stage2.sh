@@ -19,6 +19,11 @@ S=/run/softroce-state    # tmpfs state of the initramfs (modules done marker)
 # shellcheck source=/dev/null
 . "$X/config"
 
+# --verbose: milestones into the kernel log (shown on the console with the
+# guest uptime), to see where the boot time goes.
+mark() { ((VERBOSE)) && echo "softroce: stage2: $*" >/dev/kmsg || :; }
+mark start
+
 fail() {
 	echo "softroce: guest: $*" >&2
 	echo 125 >"$X/rc"
@@ -53,16 +58,20 @@ ports_ready() {
 }
 wait_for 20 ports_ready || fail "virtio-serial ports rcpg.stdout/rcpg.stderr did not appear"
 exec </dev/null >"${port[rcpg.stdout]}" 2>"${port[rcpg.stderr]}"
+mark ports
 
 echo softroce >/proc/sys/kernel/hostname
 ulimit -l unlimited    # registered memory (rxe pins pages)
 ulimit -n 65536
 
 # --- modules (loaded in the background by init) ----------------------------
-modules_done() { [[ -e $S/modules ]]; }
-wait_for 120 modules_done || fail "RDMA modules did not finish loading"
-read -r mrc <"$S/modules"
-[[ $mrc == 0 ]] || fail "loading the RDMA kernel modules failed (see --verbose)"
+# -s: the file is created before the code is written into it.
+modules_done() { [[ -s $S/modules.a && -s $S/modules.b ]]; }
+wait_for 120 modules_done || fail "RDMA modules did not finish loading in 120 s"
+read -r mrc_a <"$S/modules.a"
+read -r mrc_b <"$S/modules.b"
+[[ $mrc_a == 0 && $mrc_b == 0 ]] || fail "loading the RDMA kernel modules failed (rerun with --verbose)"
+mark modules
 
 # --- network and rxe devices -----------------------------------------------
 sysctl_set() { echo "$2" >"/proc/sys/${1//.//}"; }
@@ -108,6 +117,10 @@ for ((i = 0; i < HOSTS; i++)); do
 	echo "link add rxe$i type rxe netdev $nd"
 done >"$rdmab"
 
+# veth delivers through the per-CPU backlog (netif_rx); the default limit of
+# 1000 packets overflows in bursts under TCG and every drop costs an RC
+# retransmission timeout.
+sysctl_set net.core.netdev_max_backlog 20000
 if ((HOSTS > 1)); then
 	# Set before the interfaces exist so that conf/default applies to them;
 	# the kernel takes max(all, dev) or all||dev for these knobs.
@@ -120,23 +133,25 @@ if ((HOSTS > 1)); then
 fi
 ip -b "$ipb" || fail "network setup failed (ip -b)"
 rdma -b "$rdmab" || fail "rxe setup failed (rdma -b)"
+mark "ip+rdma"
 
 # A port is usable when ACTIVE and its RoCE v2 GID for the IPv4 address is
 # in the table (rdma_cm and perftest -x need it); both come asynchronously.
 rxe_ready() {
 	local i j st gid want
 	for ((i = 0; i < HOSTS; i++)); do
-		read -r st <"/sys/class/infiniband/rxe$i/ports/1/state" 2>/dev/null || return 1
+		{ read -r st <"/sys/class/infiniband/rxe$i/ports/1/state"; } 2>/dev/null || return 1
 		[[ $st == *ACTIVE* ]] || return 1
 		printf -v want '0000:0000:0000:0000:0000:ffff:0a4d:%04x' $((i + 1))
 		for j in 0 1 2 3 4 5 6 7; do
-			read -r gid <"/sys/class/infiniband/rxe$i/ports/1/gids/$j" 2>/dev/null || continue
+			{ read -r gid <"/sys/class/infiniband/rxe$i/ports/1/gids/$j"; } 2>/dev/null || continue
 			[[ $gid == "$want" ]] && continue 2
 		done
 		return 1
 	done
 }
 wait_for 30 rxe_ready || fail "rxe ports did not become ACTIVE (with IPv4 GID) in 30 s"
+mark "rxe ready, running the command"
 
 # --- the command -----------------------------------------------------------
 # Drop init's environment; take the caller's (written by the host script as
@@ -147,7 +162,9 @@ while read -r v; do unset "$v"; done < <(compgen -e)
 cd -- "$PWD_LOGICAL" 2>/dev/null || cd -- "${CWD:-/}" || fail "cannot cd to $PWD_LOGICAL"
 exec {_sleep_fd}<&-
 unset -f fail nap wait_for ports_ready modules_done sysctl_set rxe_ready
+BASH_ARGV0=softroce # bash's own errors (e.g. command not found) name us, not stage2.sh
 "${cmd[@]}"
 rc=$?
+mark "command exited ($rc)"
 echo "$rc" >"$X/rc"
 exit "$rc"
