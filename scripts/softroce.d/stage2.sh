@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2015,SC2317,SC2154 # `a && b || c`; functions called via wait_for; cmd comes from $X/env
 # Stage 2 of the soft-RoCE guest: runs with the host's bash inside the chroot
 # of the host root (see init). Copied into the per-run xfer share by
 # scripts/softroce, so editing it needs no initramfs rebuild.
