@@ -16,7 +16,9 @@ void InMsg::close_fds() {
   nfds = 0;
 }
 
-OutMsg::OutMsg(OutMsg&& other) noexcept { *this = static_cast<OutMsg&&>(other); }
+OutMsg::OutMsg(OutMsg&& other) noexcept {
+  *this = static_cast<OutMsg&&>(other);
+}
 
 OutMsg& OutMsg::operator=(OutMsg&& other) noexcept {
   if (this != &other) {
@@ -148,8 +150,8 @@ bool make_address(std::string_view address, sockaddr_un& sa, socklen_t& len, std
   }
   std::memcpy(sa.sun_path, address.data(), address.size());
   if (abstract) sa.sun_path[0] = '\0';
-  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size() +
-                               (abstract ? 0 : 1));
+  len =
+      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size() + (abstract ? 0 : 1));
   return true;
 }
 

@@ -14,6 +14,7 @@
 #include <new>
 
 #include "transport/shm/shm_endpoint_impl.h"
+#include "transport/shm/shm_errors.h"
 
 namespace rcpg::transport {
 
@@ -26,10 +27,6 @@ std::unique_ptr<Endpoint> make_shm_endpoint(const EndpointConfig& cfg, std::stri
 namespace rcpg::transport::shm {
 namespace {
 
-constexpr uint64_t kTagEventFd = ~uint64_t{0};
-constexpr uint64_t kTagListen = ~uint64_t{0} - 1;
-// Largest ring a connection may ask for (recv_queue_depth x max_send_bytes).
-constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
 // In wait_fd() mode, an armed doorbell whose eventfd a late producer made
 // readable again is drained every this many empty polls.
 constexpr uint32_t kFdModeDrainEvery = 64;
@@ -43,8 +40,6 @@ inline void copy_bytes(std::byte* dst, const std::byte* src, size_t len) {
   if (len >= (size_t{64} << 10)) __builtin_ia32_sfence();
 #endif
 }
-
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
 }  // namespace
 
@@ -178,8 +173,7 @@ void ShmEndpoint::ensure_cq_capacity() {
 bool ShmEndpoint::post_write(ConnId conn, const Region& local, size_t local_off,
                              const RemoteRegion& remote, uint64_t remote_off, size_t len,
                              uint64_t wr_id, bool signaled) {
-  return post_rdma(conn, Op::Write, local, local_off, remote, remote_off, len, 0, wr_id,
-                   signaled);
+  return post_rdma(conn, Op::Write, local, local_off, remote, remote_off, len, 0, wr_id, signaled);
 }
 
 bool ShmEndpoint::post_write_imm(ConnId conn, const Region& local, size_t local_off,

@@ -36,6 +36,12 @@ inline constexpr uint64_t kMaxOpBytes = uint64_t{1} << 31;  // as verbs' max_msg
 // control message (peer death, incoming connections).
 inline constexpr auto kControlInterval = std::chrono::microseconds(50);
 inline constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+// Largest ring a peer may ask us to map (recv_queue_depth x max_send_bytes).
+inline constexpr uint32_t kMaxRingSlots = uint32_t{1} << 20;
+inline constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
+// epoll_event data of the non-connection fds (connections use their id).
+inline constexpr uint64_t kTagEventFd = ~uint64_t{0};
+inline constexpr uint64_t kTagListen = ~uint64_t{0} - 1;
 
 class IdTable {
  public:
@@ -95,9 +101,7 @@ struct Conn {
   std::deque<OutMsg> outq;          // control messages the socket has not taken yet
   uint32_t outstanding = 0;         // local completions queued and not yet polled
 
-  bool handshaking() const {
-    return state != ConnState::Established && state != ConnState::Broken;
-  }
+  bool handshaking() const { return state != ConnState::Established && state != ConnState::Broken; }
 };
 
 struct LocalRegion {
@@ -119,9 +123,8 @@ class ShmEndpoint final : public Endpoint {
   void disconnect(ConnId conn) override;
   std::optional<Event> next_event() override;
 
-  bool post_write(ConnId conn, const Region& local, size_t local_off,
-                  const RemoteRegion& remote, uint64_t remote_off, size_t len, uint64_t wr_id,
-                  bool signaled) override;
+  bool post_write(ConnId conn, const Region& local, size_t local_off, const RemoteRegion& remote,
+                  uint64_t remote_off, size_t len, uint64_t wr_id, bool signaled) override;
   bool post_write_imm(ConnId conn, const Region& local, size_t local_off,
                       const RemoteRegion& remote, uint64_t remote_off, size_t len, uint32_t imm,
                       uint64_t wr_id, bool signaled) override;

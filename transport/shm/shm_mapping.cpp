@@ -5,8 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
+#include "transport/shm/shm_errors.h"
 
 namespace rcpg::transport::shm {
 namespace {
@@ -14,9 +13,9 @@ namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 constexpr unsigned kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
-size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
-
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+size_t round_up(size_t v, size_t to) {
+  return (v + to - 1) / to * to;
+}
 
 // One attempt; returns false with `why` set and nothing left open.
 bool create_once(const char* name, size_t len, bool huge, int& fd_out, std::byte*& data_out,

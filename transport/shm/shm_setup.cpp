@@ -8,33 +8,45 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 #include "transport/shm/shm_endpoint_impl.h"
+#include "transport/shm/shm_errors.h"
 
 namespace rcpg::transport::shm {
 namespace {
 
-constexpr uint64_t kTagListen = ~uint64_t{0} - 1;
-constexpr uint32_t kMaxRingSlots = uint32_t{1} << 20;
-constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
-
-std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
-
 const char* msg_name(MsgType t) {
   switch (t) {
-    case MsgType::HelloRequest: return "hello request";
-    case MsgType::HelloReply: return "hello reply";
-    case MsgType::Reject: return "reject";
-    case MsgType::Setup: return "setup";
-    case MsgType::Region: return "region";
-    case MsgType::Deregister: return "deregister";
-    case MsgType::Ready: return "ready";
+    case MsgType::HelloRequest:
+      return "hello request";
+    case MsgType::HelloReply:
+      return "hello reply";
+    case MsgType::Reject:
+      return "reject";
+    case MsgType::Setup:
+      return "setup";
+    case MsgType::Region:
+      return "region";
+    case MsgType::Deregister:
+      return "deregister";
+    case MsgType::Ready:
+      return "ready";
   }
   return "unknown";
 }
 
 std::span<const std::byte> as_bytes(const Hello& h) {
   return {reinterpret_cast<const std::byte*>(&h), sizeof(h)};
+}
+
+// We write to a peer's doorbell fd: make sure it is an eventfd, not a file.
+bool is_eventfd(int fd) {
+  char link[64];
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(path.c_str(), link, sizeof(link));
+  return n > 0 && std::string_view(link, static_cast<size_t>(n)) == "anon_inode:[eventfd]";
 }
 
 }  // namespace
@@ -63,8 +75,8 @@ bool ShmEndpoint::open_listener(std::string& why) {
     int rc = probe < 0 ? -1 : ::connect(probe, reinterpret_cast<sockaddr*>(&sa), len);
     int err = errno;
     if (probe >= 0) ::close(probe);
-    bool stale = rc != 0 && err == ECONNREFUSED && ::lstat(addr.c_str(), &st) == 0 &&
-                 S_ISSOCK(st.st_mode);
+    bool stale =
+        rc != 0 && err == ECONNREFUSED && ::lstat(addr.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
     if (!stale) {
       why = "listen address " + addr + " is in use";
       return false;
@@ -381,7 +393,8 @@ bool ShmEndpoint::on_setup(Conn& c, InMsg& m) {
   } else if (c.tx_map.attach(m.take_fd(0), g.bytes(), why) &&
              c.peer_db_map.attach(m.take_fd(1), sizeof(Doorbell), why)) {
     if (!ring_matches(c.tx_map.data(), g) ||
-        reinterpret_cast<const Doorbell*>(c.peer_db_map.data())->magic != kDoorbellMagic) {
+        reinterpret_cast<const Doorbell*>(c.peer_db_map.data())->magic != kDoorbellMagic ||
+        !is_eventfd(m.fds[2])) {
       why = "peer's ring or doorbell is malformed";
     } else {
       c.tx.attach(c.tx_map.data(), g);

@@ -11,13 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <dirent.h>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -36,20 +36,20 @@ namespace {
 
 int g_failures = 0;
 
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      std::fprintf(stderr, "  FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
-      ++g_failures;                                                                   \
-    }                                                                                 \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::fprintf(stderr, "  FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                            \
+    }                                                                          \
   } while (0)
 // In a child process: a failed requirement ends the child with status 1.
-#define REQUIRE_CHILD(cond)                                                           \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      std::fprintf(stderr, "  child FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
-      _exit(1);                                                                       \
-    }                                                                                 \
+#define REQUIRE_CHILD(cond)                                                          \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      std::fprintf(stderr, "  child FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      _exit(1);                                                                      \
+    }                                                                                \
   } while (0)
 
 constexpr NodeId kClient = 1;
@@ -94,16 +94,16 @@ uint64_t checksum(const std::byte* p, size_t len) {
 // ---------------------------------------------------------------- protocol
 
 enum class Cmd : uint32_t {
-  Hello = 1,   // server -> client: region
-  Checksum,    // off, len -> Result{value}
-  Fill,        // off, len, a = seed -> Ack
-  NewRegion,   // len, a = seed: register, fill, -> Result{region} at once
-  Dereg,       // region.rkey -> Ack
-  WriteInto,   // region, len, a = seed: server writes its pattern there -> Result{a=status}
-  Pause,       // a = ms: stop polling, then count Fillers -> Result{a = count}
-  Filler,      //
-  PingPong,    // len, value = 0 spin / 1 wait() / 2 wait_fd, region = client's; until kStop
-  Sink,        // swallow RecvImm until kStop -> Result{a = count}
+  Hello = 1,  // server -> client: region
+  Checksum,   // off, len -> Result{value}
+  Fill,       // off, len, a = seed -> Ack
+  NewRegion,  // len, a = seed: register, fill, -> Result{region} at once
+  Dereg,      // region.rkey -> Ack
+  WriteInto,  // region, len, a = seed: server writes its pattern there -> Result{a=status}
+  Pause,      // a = ms: stop polling, then count Fillers -> Result{a = count}
+  Filler,     //
+  PingPong,   // len, value = 0 spin / 1 wait() / 2 wait_fd, region = client's; until kStop
+  Sink,       // swallow RecvImm until kStop -> Result{a = count}
   Ack,
   Result,
   ImmSeen,  // a = imm, len, value = checksum of the server region [0, imm)
@@ -120,7 +120,9 @@ struct Msg {
   RemoteRegion region{};
 };
 
-std::span<const std::byte> bytes_of(const Msg& m) { return std::as_bytes(std::span(&m, 1)); }
+std::span<const std::byte> bytes_of(const Msg& m) {
+  return std::as_bytes(std::span(&m, 1));
+}
 
 // Collects what an endpoint produces.
 struct Pump {
@@ -392,8 +394,10 @@ class Server {
       size_t n = ep_->poll(wc);
       for (size_t k = 0; k < n; ++k) {
         if (wc[k].op != Op::RecvImm) continue;
-        if (wc[k].imm == kStop) stop = true;
-        else ++got;
+        if (wc[k].imm == kStop)
+          stop = true;
+        else
+          ++got;
       }
     }
     Msg r;
@@ -861,8 +865,9 @@ void test_in_process_and_leaks() {
     Pump pa(*a), pb(*b);
     Region* ra = a->register_region(1 << 20);
     std::vector<ConnId> ab;
-    for (int i = 0; i < 4; ++i) ab.push_back(a->connect("@rcpg-smoke-" + std::to_string(getpid()), 2));
-    ConnId self = a->connect(path, 1);  // to itself
+    for (int i = 0; i < 4; ++i)
+      ab.push_back(a->connect("@rcpg-smoke-" + std::to_string(getpid()), 2));
+    ConnId self = a->connect(path, 1);         // to itself
     Region* rb = b->register_region(1 << 20);  // after the connects started
     auto t = Clock::now();
     int up = 0;
@@ -975,8 +980,8 @@ void ping_pong(Session& s, Region* local, size_t len, uint32_t mode, uint32_t it
   }
   s.pump->wait_msg(Cmd::Result);
   Stats st = stats(rtt);
-  std::printf("  %-36s %6zu B  one-way p50 %6.2f us  p99 %7.2f us  p99.9 %7.2f us  (%zu)\n",
-              what, len, st.p50 / 2, st.p99 / 2, st.p999 / 2, rtt.size());
+  std::printf("  %-36s %6zu B  one-way p50 %6.2f us  p99 %7.2f us  p99.9 %7.2f us  (%zu)\n", what,
+              len, st.p50 / 2, st.p99 / 2, st.p999 / 2, rtt.size());
 }
 
 void measure(const std::string& addr) {
