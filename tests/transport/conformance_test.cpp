@@ -107,7 +107,7 @@ class Conformance : public ::testing::TestWithParam<std::string> {
         const Completion& c = wc[i];
         if (c.op == Op::Recv && c.status == Status::Ok) {
           AgentMsg type{};
-          std::memcpy(&type, c.data, std::min<size_t>(c.len, sizeof(type)));
+          if (c.len > 0) std::memcpy(&type, c.data, std::min<size_t>(c.len, sizeof(type)));
           Conn& conn = conns_[c.conn];
           if (type == AgentMsg::Region && c.len == sizeof(AgentRegionMsg)) {
             AgentRegionMsg m;
@@ -292,7 +292,8 @@ TEST_P(Conformance, SendsAreDeliveredInOrderAndOversizeIsRefused) {
     ASSERT_EQ(e.size(), sizeof(AgentMsg) + static_cast<size_t>(i) * 97 % 4000) << "message " << i;
     std::vector<std::byte> want(e.size() - sizeof(AgentMsg));
     fill_pattern(want.data(), want.size(), static_cast<uint32_t>(i));
-    EXPECT_EQ(std::memcmp(e.data() + sizeof(AgentMsg), want.data(), want.size()), 0);
+    if (!want.empty())
+      EXPECT_EQ(std::memcmp(e.data() + sizeof(AgentMsg), want.data(), want.size()), 0);
   }
   std::vector<std::byte> huge(8192);
   bool posted = ep->post_send(c, huge, 777);

@@ -5,6 +5,7 @@
 //   shm_smoke --quick    functional checks only
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -94,16 +95,17 @@ uint64_t checksum(const std::byte* p, size_t len) {
 // ---------------------------------------------------------------- protocol
 
 enum class Cmd : uint32_t {
-  Hello = 1,  // server -> client: region
-  Checksum,   // off, len -> Result{value}
-  Fill,       // off, len, a = seed -> Ack
-  NewRegion,  // len, a = seed: register, fill, -> Result{region} at once
-  Dereg,      // region.rkey -> Ack
-  WriteInto,  // region, len, a = seed: server writes its pattern there -> Result{a=status}
-  Pause,      // a = ms: stop polling, then count Fillers -> Result{a = count}
-  Filler,     //
-  PingPong,   // len, value = 0 spin / 1 wait() / 2 wait_fd, region = client's; until kStop
-  Sink,       // swallow RecvImm until kStop -> Result{a = count}
+  Hello = 1,    // server -> client: region
+  Checksum,     // off, len -> Result{value}
+  Fill,         // off, len, a = seed -> Ack
+  NewRegion,    // len, a = seed: register, fill, -> Result{region} at once
+  Dereg,        // region.rkey -> Ack
+  WriteInto,    // region, len, a = seed: server writes its pattern there -> Result{a=status}
+  Pause,        // a = ms: stop polling, then count Fillers -> Result{a = count}
+  Filler,       //
+  PingPong,     // len, value = 0 spin / 1 wait() / 2 wait_fd, region = client's; until kStop
+  Sink,         // swallow RecvImm until kStop -> Result{a = count}
+  BurstAndDie,  // a = count: send that many Fillers, then exit at once
   Ack,
   Result,
   ImmSeen,  // a = imm, len, value = checksum of the server region [0, imm)
@@ -326,6 +328,15 @@ class Server {
       case Cmd::Filler:
         ++fillers_;
         return;
+      case Cmd::BurstAndDie: {
+        Msg f;
+        f.cmd = Cmd::Filler;
+        for (uint32_t i = 0; i < m.a; ++i) {
+          f.a = i;
+          reply(conn, f);
+        }
+        _exit(0);
+      }
       case Cmd::Pause:
       case Cmd::PingPong:
       case Cmd::Sink:
@@ -767,6 +778,22 @@ void test_peer_killed() {
   std::printf("  %llu posts accepted before the death was seen, detected in %.1f ms\n",
               static_cast<unsigned long long>(posted), ms_since(t));
 
+  // What a peer sent just before it died is still delivered, then the end.
+  Child srv3;
+  CHECK(start_server(srv3, sock_path("kill3")));
+  CHECK(s.reconnect(srv3.addr));
+  Msg burst;
+  burst.cmd = Cmd::BurstAndDie;
+  burst.a = 50;
+  CHECK(s.ep->post_send(s.conn, bytes_of(burst), 0));
+  waitpid(srv3.pid, nullptr, 0);  // exited on its own
+  srv3.pid = -1;
+  CHECK(s.pump->wait_event(s.conn, EventType::Disconnected));
+  s.pump->until([&] { return s.pump->msgs.size() >= 50; }, 5000);
+  CHECK(s.pump->msgs.size() == 50);
+  for (uint32_t i = 0; i < s.pump->msgs.size(); ++i) CHECK(s.pump->msgs[i].second.a == i);
+  s.pump->msgs.clear();
+
   // A survivor blocked in wait() wakes up when the peer dies.
   Child srv2;
   CHECK(start_server(srv2, sock_path("kill2")));
@@ -864,6 +891,9 @@ void test_in_process_and_leaks() {
     CHECK(a && b);
     Pump pa(*a), pb(*b);
     Region* ra = a->register_region(1 << 20);
+    CHECK(a->register_region(size_t{1} << 50) == nullptr);  // refused, not an OOM kill
+    Region* empty = a->register_region(0);
+    CHECK(empty && empty->size == 0);
     std::vector<ConnId> ab;
     for (int i = 0; i < 4; ++i)
       ab.push_back(a->connect("@rcpg-smoke-" + std::to_string(getpid()), 2));
@@ -930,6 +960,83 @@ void test_in_process_and_leaks() {
   CHECK(make_shm_endpoint(config(4, plain), why) == nullptr);
   CHECK(access(plain.c_str(), F_OK) == 0);
   unlink(plain.c_str());
+}
+
+// Steps two in-process endpoints until `pred` or the timeout.
+bool step_both(Pump& a, Pump& b, const std::function<bool()>& pred, double timeout_ms = 10000) {
+  auto t = Clock::now();
+  while (!pred()) {
+    if (ms_since(t) > timeout_ms) return false;
+    a.step(false);
+    b.step(false);
+  }
+  return true;
+}
+
+void test_churn_and_backlog() {
+  std::puts("connection churn; a control backlog holds posts back until it drains");
+  std::string why;
+  std::string addr = "@rcpg-smoke-churn-" + std::to_string(getpid());
+  auto a = make_shm_endpoint(config(1), why);
+  auto b = make_shm_endpoint(config(2, addr), why);
+  Pump pa(*a), pb(*b);
+  size_t fds0 = count_fds(), maps0 = count_maps();
+  ConnId last = kNoConn;
+  for (int i = 0; i < 300; ++i) {
+    ConnId c = a->connect(addr, 2);
+    bool up = step_both(pa, pb, [&] { return pa.event_of(c, EventType::Connected).has_value(); });
+    CHECK(up);
+    if (!up) return;
+    a->disconnect(c);
+    last = c;
+  }
+  CHECK(step_both(pa, pb, [&] {
+    size_t down = 0;
+    for (auto& e : pb.events) down += e.type == EventType::Disconnected;
+    return down == 300;
+  }));
+  CHECK(last == 299);  // dense ids, like the other fabrics
+  pa.events.clear();
+  pb.events.clear();
+  a->poll({});  // frees what the last poll() may still have been using
+  b->poll({});
+  size_t fds1 = count_fds(), maps1 = count_maps();
+  CHECK(fds1 == fds0);
+  CHECK(maps1 == maps0);
+
+  // b stops reading its socket while a registers many regions: a's control
+  // messages back up, and a refuses posts on that connection meanwhile.
+  ConnId c = a->connect(addr, 2);
+  CHECK(step_both(pa, pb, [&] { return pa.event_of(c, EventType::Connected).has_value(); }));
+  ConnId cb = kNoConn;
+  CHECK(step_both(pa, pb, [&] {
+    for (auto& e : pb.events)
+      if (e.type == EventType::Connected) cb = e.conn;
+    return cb != kNoConn;
+  }));
+  Region* rb = b->register_region(4096);
+  std::vector<Region*> many;
+  bool refused = false;
+  for (int i = 0; i < 3000; ++i) {
+    many.push_back(a->register_region(4096));
+    if (!a->post_write(c, *many.back(), 0, rb->remote, 0, 8, 0, false)) refused = true;
+  }
+  CHECK(refused);
+  // Once b reads again, a's posts flow and b can use every region at once.
+  CHECK(step_both(pa, pb, [&] { return a->post_write(c, *many[0], 0, rb->remote, 0, 8, 1); }));
+  uint64_t ok = 0;
+  for (size_t i = 0; i < many.size(); ++i) {
+    std::memset(many[i]->data, static_cast<int>(i & 0x7f), 64);
+    if (b->post_read(cb, *rb, 0, many[i]->remote, 0, 64, 100 + i)) ++ok;
+    std::array<Completion, 64> wc;
+    size_t n = b->poll(wc);
+    for (size_t k = 0; k < n; ++k) CHECK(wc[k].status == Status::Ok);
+    CHECK(rb->data[63] == static_cast<std::byte>(i & 0x7f));
+  }
+  CHECK(ok == many.size());
+  for (Region* r : many) a->deregister(r);
+  std::printf("  300 connect/disconnect cycles: fds %zu -> %zu, mappings %zu -> %zu\n", fds0, fds1,
+              maps0, maps1);
 }
 
 // ---------------------------------------------------------------- measurements
@@ -1025,6 +1132,7 @@ void measure(const std::string& addr) {
           ++sent;
         } else {
           ++full;
+          sched_yield();  // ring full: let the consumer have a CPU
         }
       }
     }
@@ -1075,6 +1183,7 @@ int main(int argc, char** argv) {
   test_peer_killed();
   test_many_processes();
   test_in_process_and_leaks();
+  test_churn_and_backlog();
   if (!quick) {
     Child srv;
     CHECK(start_server(srv, sock_path("bench")));
