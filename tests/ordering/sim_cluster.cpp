@@ -304,7 +304,8 @@ void SimCluster::maybe_reply(size_t i) {
   MsgSpec spec;
   uint64_t r = reply_rng_();
   spec.guarantee = static_cast<Guarantee>(r % 4);
-  spec.len = static_cast<uint32_t>((r >> 8) % (r & 0x100 ? 3 * max_fragment() : 64));
+  size_t max_len = opt_.reply_max_len ? opt_.reply_max_len : r & 0x100 ? 3 * max_fragment() : 64;
+  spec.len = static_cast<uint32_t>((r >> 9) % (max_len + 1));
   spec.group = 7;
   spec.pid = kReplyPid;
   if (send_now(i, spec) == SendResult::Ok) ++replies_;
@@ -314,9 +315,10 @@ void SimCluster::after_action() {
   ++actions_;
   for (Node& n : nodes_)
     if (!n.large_hold.empty() && !n.engine->large_send_pending()) {
-      // The engine said it is done with the buffer: clobber and free it.
+      // The engine said it is done with the buffer: clobber it (a late read
+      // would deliver wrong bytes) and keep it for the next large send.
       std::memset(n.large_hold.data(), 0x5A, n.large_hold.size());
-      std::vector<std::byte>().swap(n.large_hold);
+      n.large_hold.clear();
     }
   check_step();
 }

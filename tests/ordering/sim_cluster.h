@@ -21,8 +21,15 @@
 //    size; a sender's staged bytes - the bytes the sequencer consumed from its
 //    inbound ring <= inbound size; delivered <= received <= log tail;
 //  * the engines never fail or log anything (no faults are injected here);
-//  * no loss (at quiesce): every accepted message is delivered exactly once
-//    at every node, and every node has consumed the whole log.
+//  * no loss (at quiesce, at the end and now and then mid-run): every accepted
+//    message is delivered exactly once at every node, and every node has
+//    consumed the whole log;
+//  * a large send's buffer is not read after large_send_pending() turns
+//    false, a small one's not after send() returns (both are clobbered).
+// The total-order check covers all four guarantees because the engine
+// delivers all of them in log order today; should UNORDERED/FIFO take a
+// shorter path, relax on_delivery's prefix check for them (FIFO per sender
+// stays checked).
 #pragma once
 
 #include <cstdint>
@@ -75,6 +82,7 @@ struct ClusterOptions {
   // Chance that a node answers a Data delivery with a send() of its own from
   // inside the delivery callback (as CPG applications do).
   double reply_chance = 0.0;
+  uint32_t reply_max_len = 0;  // 0: up to 3 * max_fragment (fragmented replies too)
   // Check payloads over 64 KiB on a sample of words only (long tests).
   bool sampled_payload_check = false;
   bool trace = false;   // print every action and delivery to stderr

@@ -527,6 +527,34 @@ TEST(SimOrdering, SparseIdsShuffledConfig) {
   ASSERT_TRUE(c.ok()) << c.violation();
 }
 
+// The sequencer takes inbound credit for its own records as it sequences
+// them, so far more of them than fit its inbound ring can wait behind a SAFE
+// entry. When they are delivered at last, with sends made from the delivery
+// callbacks (ClusterOptions::reply_chance), its staging ring must still not
+// pass what it has sequenced (regression: credit taken from the log through a
+// reused staging_marks_ slot did).
+TEST(SimOrdering, SequencerDeliveryBacklogKeepsItsCredit) {
+  ClusterOptions o = small_options(2, 93);
+  o.engine.log_bytes = 64 << 10;
+  o.engine.inbound_bytes = 4 << 10;  // 103 staging marks
+  o.reply_chance = 1.0;
+  o.reply_max_len = 64;
+  SimCluster c(o);
+  ASSERT_TRUE(c.connect_all());
+  // Node 2 does not progress: nothing becomes stable, the sequencer's
+  // delivery stops at its SAFE message while it sequences 300 more.
+  ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Safe, 8}), SendResult::Ok);
+  for (int i = 0; i < 300 && c.ok(); ++i) {
+    ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Agreed, 24}), SendResult::Ok);
+    c.progress(0);
+    c.run_world(SIZE_MAX);
+  }
+  ASSERT_EQ(c.delivered(0).size(), 1u);  // the View only
+  ASSERT_TRUE(c.quiesce()) << c.violation();
+  c.check_no_loss();
+  ASSERT_TRUE(c.ok()) << c.violation();
+}
+
 // A SAFE message is delivered nowhere while one member has not received it,
 // even though AGREED messages before it are delivered.
 TEST(SimOrdering, SafeWaitsForEveryMember) {

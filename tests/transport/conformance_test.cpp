@@ -292,8 +292,9 @@ TEST_P(Conformance, SendsAreDeliveredInOrderAndOversizeIsRefused) {
     ASSERT_EQ(e.size(), sizeof(AgentMsg) + static_cast<size_t>(i) * 97 % 4000) << "message " << i;
     std::vector<std::byte> want(e.size() - sizeof(AgentMsg));
     fill_pattern(want.data(), want.size(), static_cast<uint32_t>(i));
-    if (!want.empty())
+    if (!want.empty()) {
       EXPECT_EQ(std::memcmp(e.data() + sizeof(AgentMsg), want.data(), want.size()), 0);
+    }
   }
   std::vector<std::byte> huge(8192);
   bool posted = ep->post_send(c, huge, 777);

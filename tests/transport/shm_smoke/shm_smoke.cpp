@@ -522,6 +522,24 @@ void test_connect_and_auth() {
   Pump sp(*stranger);
   ConnId sc = stranger->connect(srv.addr, kServer);
   CHECK(sp.wait_event(sc, EventType::Rejected));
+  // Somebody there who never answers: Unreachable once the handshake times out.
+  {
+    std::string mute = sock_path("mute");
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, mute.c_str(), sizeof(sa.sun_path) - 1);
+    CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 && ::listen(fd, 4) == 0);
+    auto t = Clock::now();
+    ConnId m = good.ep->connect(mute, kServer);
+    std::optional<Event> ev;
+    good.pump->until(
+        [&] { return (ev = good.pump->event_of(m, EventType::Unreachable)).has_value(); });
+    CHECK(ev && ev->detail.find("timed out") != std::string::npos);
+    std::printf("  unanswered handshake given up after %.1f s\n", ms_since(t) / 1000);
+    ::close(fd);
+    ::unlink(mute.c_str());
+  }
   // Nobody there: Unreachable.
   ConnId none = good.ep->connect(sock_path("nobody"), kServer);
   CHECK(good.pump->wait_event(none, EventType::Unreachable));
