@@ -43,7 +43,11 @@ bool Engine::deliver() {
 }
 
 bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end) {
-  if (h.sender == cfg_.self && h.kind != EntryKind::View)
+  // Our own record is back: the sequencer consumed our inbound ring up to it.
+  // Not at the sequencer: it takes credit as it sequences (sequence_inbound),
+  // so more of its records than staging_marks_ has slots can be waiting for
+  // delivery, and a reused slot would credit space it has not consumed yet.
+  if (h.sender == cfg_.self && h.kind != EntryKind::View && !is_sequencer())
     staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
   d.position = end;
