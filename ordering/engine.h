@@ -43,7 +43,6 @@ struct EngineConfig {
   size_t log_bytes = size_t{8} << 20;      // replicated log ring (same on all nodes)
   size_t inbound_bytes = size_t{1} << 20;  // per-sender inbound ring (same on all nodes)
   size_t max_fragment = 0;                 // 0 = inbound_bytes / 4
-  uint32_t max_writes_per_round = 4;       // per connection, per progress() call
 };
 
 // What a member is handed, in delivery order. `data` points into registered
