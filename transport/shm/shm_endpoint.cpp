@@ -43,28 +43,6 @@ inline void copy_bytes(std::byte* dst, const std::byte* src, size_t len) {
 
 }  // namespace
 
-// ---------------------------------------------------------------- ids
-
-std::optional<uint32_t> IdTable::allocate() {
-  uint32_t slot;
-  if (!free_.empty()) {
-    slot = free_.back();
-    free_.pop_back();
-  } else {
-    // Slot 0xffff stays unused so that no id equals kNoConn.
-    if (gen_.size() >= kSlotMask) return std::nullopt;
-    slot = static_cast<uint32_t>(gen_.size());
-    gen_.push_back(1);
-  }
-  return (uint32_t{gen_[slot]} << kSlotBits) | slot;
-}
-
-void IdTable::release(uint32_t id) {
-  uint32_t s = slot(id);
-  if (++gen_[s] == 0) gen_[s] = 1;
-  free_.push_back(s);
-}
-
 // ---------------------------------------------------------------- lifecycle
 
 std::unique_ptr<Endpoint> ShmEndpoint::create(const EndpointConfig& cfg, std::string& why) {
@@ -115,12 +93,11 @@ bool ShmEndpoint::init(std::string& why) {
 
 ShmEndpoint::~ShmEndpoint() {
   // Closing every socket is what tells the peers we are gone.
-  for (auto& c : conns_) {
-    if (!c) continue;
+  for (auto& c : live_) {
     close_socket(*c);
     release_peer_resources(*c);
   }
-  conns_.clear();
+  live_.clear();
   graveyard_.clear();
   regions_.clear();
   close_listener();
@@ -139,10 +116,7 @@ void ShmEndpoint::log(const std::string& line) const {
 // ---------------------------------------------------------------- completions
 
 Conn* ShmEndpoint::find_conn(ConnId id) const {
-  uint32_t s = IdTable::slot(id);
-  if (s >= conns_.size()) return nullptr;
-  Conn* c = conns_[s].get();
-  return c && c->id == id ? c : nullptr;
+  return id < by_id_.size() ? by_id_[id] : nullptr;
 }
 
 bool ShmEndpoint::can_complete(const Conn& c) const {
@@ -157,10 +131,10 @@ void ShmEndpoint::complete(Conn& c, uint64_t wr_id, Op op, Status status, uint32
   ++c.outstanding;
 }
 
-// Room for a full send queue on every connection slot ever used (ids of
-// forgotten connections may still have completions queued).
+// Room for a full send queue on every live connection (and one more), plus
+// what forgotten connections still have queued.
 void ShmEndpoint::ensure_cq_capacity() {
-  size_t need = (conn_ids_.slots() + 1) * size_t{cfg_.send_queue_depth};
+  size_t need = (live_.size() + 1) * size_t{cfg_.send_queue_depth} + orphans_;
   if (cq_.size() >= need) return;
   std::vector<Completion> grown(std::max(need, cq_.size() * 2));
   for (size_t i = 0; i < cq_count_; ++i) grown[i] = cq_[(cq_head_ + i) % cq_.size()];
@@ -208,10 +182,7 @@ bool ShmEndpoint::post_rdma(ConnId id, Op op, const Region& local, size_t local_
   }
   if (len != 0) {  // a zero-length operation touches no memory and checks no key
     const PeerRegion* pr = find_peer_region(*c, remote.rkey);
-    if (c->state != ConnState::Established) {  // the peer left while we looked
-      complete(*c, wr_id, op, Status::Flushed, 0);
-      return true;
-    }
+    if (c->state != ConnState::Established) return false;  // it ended while we looked
     uint64_t start = remote.addr - (pr ? pr->base : 0);
     if (!pr || remote.addr < pr->base || start > pr->size || remote_off > pr->size - start ||
         len > pr->size - start - remote_off) {
@@ -269,13 +240,18 @@ size_t ShmEndpoint::poll(std::span<Completion> out) {
   size_t n = 0;
   while (n < out.size() && cq_count_ != 0) {
     const Completion& e = cq_[cq_head_];
-    if (Conn* c = find_conn(e.conn)) --c->outstanding;
+    if (Conn* c = find_conn(e.conn)) {
+      --c->outstanding;
+    } else {
+      --orphans_;
+    }
     out[n++] = e;
     if (++cq_head_ == cq_.size()) cq_head_ = 0;
     --cq_count_;
   }
 
   size_t rings = rx_conns_.size();
+  Conn* drained = nullptr;  // an ended connection with nothing left to deliver
   if (n < out.size() && rings != 0) {
     if (rr_ >= rings) rr_ = 0;
     for (size_t k = 0; k < rings && n < out.size(); ++k) {
@@ -308,9 +284,11 @@ size_t ShmEndpoint::poll(std::span<Completion> out) {
       } else if (took) {
         c->rx.commit();
       }
+      if (c->state == ConnState::Broken && !c->rx.peek()) drained = c;
     }
     rr_ = rr_ + 1 >= rings ? 0 : rr_ + 1;
   }
+  if (drained) forget_conn(*drained);  // its ring goes at the next poll()
 
   if (n == 0 && fd_mode_) {
     // The application blocks on wait_fd() after an empty poll: make sure the
@@ -371,7 +349,7 @@ void ShmEndpoint::wait(std::chrono::microseconds timeout) {
     // Connections still retrying connect(2), or control messages the socket
     // has not taken, need another look soon.
     bool retry = outq_conns_ != 0;
-    for (const auto& c : conns_) retry = retry || (c && c->state == ConnState::Connecting);
+    for (const auto& c : live_) retry = retry || c->state == ConnState::Connecting;
     if (retry) timeout = std::min(timeout, std::chrono::microseconds(1000));
     if (timeout.count() < 0) timeout = std::chrono::microseconds(0);
     timespec ts{static_cast<time_t>(timeout.count() / 1000000),

@@ -14,6 +14,11 @@
 //    back-pressure: post_*() returns false and nothing is overwritten.
 //  * Recv data handed out by poll() points into that ring and stays valid
 //    until the next poll().
+//  * register_region() hands the new region to every connected peer before
+//    it returns, so a peer can use the rkey as soon as any later message
+//    carries it to it. deregister() takes effect at a peer when that peer
+//    next looks at its control messages (next_event(), wait()); until then a
+//    write of its lands in memory that nobody uses any more.
 //  * Zero-length operations touch no memory and, as on RDMA hardware, do not
 //    validate the remote key.
 //  * Operations never remain outstanding (they execute inside post_*()), so
@@ -21,11 +26,15 @@
 //    A Disconnected event is raised for peer death / disconnect, a local
 //    disconnect() and a RemoteAccess error alike; disconnect() of an
 //    outbound connection still being set up raises Unreachable. Messages the
-//    peer published before the end are still delivered by poll().
+//    peer published before the end are still delivered by poll(); then the
+//    connection is gone (disconnect() on it is a no-op). Ids are dense and
+//    never reused.
 //  * wait() blocks on an eventfd that peers write only while this endpoint
 //    sleeps. wait_fd() is an epoll fd holding that eventfd and the sockets;
 //    once it has been asked for, an empty poll() re-arms the doorbell so the
 //    fd becomes readable when work arrives.
+//  * A process must not fork() while it has an endpoint: the child would hold
+//    copies of its sockets, and peers would not notice the parent's death.
 #pragma once
 
 #include <memory>

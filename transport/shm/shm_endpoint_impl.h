@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "transport/auth.h"
@@ -27,10 +28,12 @@ namespace rcpg::transport::shm {
 
 using Clock = std::chrono::steady_clock;
 
-// Connection ids and rkeys are (generation << 16) | slot: a stale id or key
-// never names a newer connection or region that reuses the slot.
+// Connection ids are dense and never reused (callers index arrays by them, as
+// with the other fabrics). Region ids (rkeys) are (generation << 16) | slot:
+// a stale key never names a newer region that reuses the slot.
 inline constexpr uint32_t kSlotBits = 16;
 inline constexpr uint32_t kSlotMask = (uint32_t{1} << kSlotBits) - 1;
+inline constexpr size_t kMaxConns = size_t{1} << 16;        // live at once
 inline constexpr uint64_t kMaxOpBytes = uint64_t{1} << 31;  // as verbs' max_msg_sz
 // How often next_event() looks at the sockets when no peer hinted at a
 // control message (peer death, incoming connections).
@@ -43,13 +46,13 @@ inline constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
 inline constexpr uint64_t kTagEventFd = ~uint64_t{0};
 inline constexpr uint64_t kTagListen = ~uint64_t{0} - 1;
 
-class IdTable {
+// Allocates region ids (rkeys).
+class RegionIds {
  public:
-  // A fresh id, or nullopt when all 65535 slots are in use.
+  // A fresh id, or nullopt when all 65535 slots are in use. Never 0.
   std::optional<uint32_t> allocate();
   void release(uint32_t id);
   static uint32_t slot(uint32_t id) { return id & kSlotMask; }
-  size_t slots() const { return gen_.size(); }
 
  private:
   std::vector<uint16_t> gen_;
@@ -62,7 +65,7 @@ enum class ConnState : uint8_t {
   AwaitHello,      // inbound: accepted, HelloRequest not yet received
   AwaitPeerReady,  // peer verified: taking its Setup, Region*, Ready
   Established,
-  Broken,  // ended: only the inbound ring is left, drained until disconnect()
+  Broken,  // ended: only the inbound ring is left, forgotten once poll() drained it
 };
 
 // A region of a peer, mapped into this process.
@@ -78,8 +81,8 @@ struct Conn {
   ConnState state = ConnState::Connecting;
   bool inbound = false;
   bool sent_snapshot = false;  // our Setup/Region*/Ready are queued; later regions follow
-  bool in_epoll = false;
-  bool scanned = false;  // listed in ShmEndpoint::rx_conns_
+  bool scanned = false;        // listed in ShmEndpoint::rx_conns_
+  size_t live_index = 0;       // position in ShmEndpoint::live_
   NodeId peer = 0;
   int sock = -1;
   std::string address;  // outbound: where we connect
@@ -162,7 +165,7 @@ class ShmEndpoint final : public Endpoint {
   void try_connect(Conn& c);
   void progress_control(bool force);
   void accept_incoming();
-  void watch(Conn& c);  // adds the connected socket to the epoll set
+  bool watch(Conn& c);  // adds the connected socket to the epoll set
   void on_readable(Conn& c);
   // Returns false when the message ended the connection.
   bool on_message(Conn& c, InMsg& m);
@@ -180,12 +183,21 @@ class ShmEndpoint final : public Endpoint {
   // logs if it was incoming, and forgets the connection.
   void fail_setup(Conn& c, std::optional<EventType> type, const std::string& why);
   // An established connection ended: Disconnected, resources released; the
-  // inbound ring stays until disconnect(). RemoteAccess uses this too.
+  // inbound ring stays until poll() has drained it. RemoteAccess uses this.
   void break_conn(Conn& c, const std::string& why);
   void close_socket(Conn& c);
   void release_peer_resources(Conn& c);
   void set_scanned(Conn& c, bool on);
-  void forget_conn(Conn& c);  // frees the id; memory goes once no poll() result uses it
+  void forget_conn(Conn& c);  // retires the id; memory goes once no poll() result uses it
+  // Calls f(Conn&) for every live connection; f may forget that connection.
+  template <class F>
+  void for_each_conn(F&& f) {
+    for (size_t i = 0; i < live_.size();) {
+      Conn* c = live_[i].get();
+      f(*c);
+      if (i < live_.size() && live_[i].get() == c) ++i;
+    }
+  }
   void push_event(EventType type, const Conn& c, std::string detail);
 
   // --- shm_region.cpp ---------------------------------------------------
@@ -207,9 +219,10 @@ class ShmEndpoint final : public Endpoint {
   Mapping db_map_;
   Doorbell* db_ = nullptr;
 
-  IdTable conn_ids_;
-  std::vector<std::unique_ptr<Conn>> conns_;  // by id slot
-  IdTable region_ids_;
+  std::vector<Conn*> by_id_;                 // every id ever handed out; null once forgotten
+  std::vector<std::unique_ptr<Conn>> live_;  // owns the connections not forgotten
+  uint64_t orphans_ = 0;                     // queued completions of forgotten connections
+  RegionIds region_ids_;
   std::vector<std::unique_ptr<LocalRegion>> regions_;  // by rkey slot
 
   std::vector<Conn*> rx_conns_;  // connections whose inbound ring poll() scans

@@ -69,6 +69,13 @@ Mapping& Mapping::operator=(Mapping&& other) noexcept {
 bool Mapping::create(const char* name, size_t bytes, bool try_huge, std::string& why) {
   reset();
   long page = ::sysconf(_SC_PAGESIZE);
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  // The pages are populated up front (as registration pins them on verbs):
+  // more than the machine has would summon the OOM killer, not an error.
+  if (page > 0 && pages > 0 && bytes / static_cast<size_t>(page) >= static_cast<size_t>(pages)) {
+    why = std::to_string(bytes) + " bytes is more than this machine's memory";
+    return false;
+  }
   size_t len = round_up(bytes == 0 ? 1 : bytes, static_cast<size_t>(page > 0 ? page : 4096));
   if (try_huge && bytes >= kHugePage) {
     std::string ignored;

@@ -138,26 +138,26 @@ void ShmEndpoint::accept_incoming() {
     }
     c->sock = fd;
     c->state = ConnState::AwaitHello;
-    watch(*c);
+    if (!watch(*c)) fail_setup(*c, std::nullopt, errno_text("epoll_ctl"));
   }
 }
 
 // ---------------------------------------------------------------- connecting
 
 Conn* ShmEndpoint::new_conn(bool inbound) {
-  std::optional<uint32_t> id = conn_ids_.allocate();
-  if (!id) return nullptr;
-  uint32_t s = IdTable::slot(*id);
-  if (conns_.size() <= s) conns_.resize(s + 1);
-  conns_[s] = std::make_unique<Conn>();
-  Conn* c = conns_[s].get();
-  c->id = *id;
+  if (by_id_.size() >= kNoConn || live_.size() >= kMaxConns) return nullptr;
+  auto owned = std::make_unique<Conn>();
+  Conn* c = owned.get();
+  c->id = static_cast<ConnId>(by_id_.size());
+  c->live_index = live_.size();
+  by_id_.push_back(c);
+  live_.push_back(std::move(owned));
   c->inbound = inbound;
   c->deadline = Clock::now() + kHandshakeTimeout;
   // The data path must not allocate: size everything per-connection now.
   ensure_cq_capacity();
-  rx_conns_.reserve(conns_.size());
-  deferred_.reserve(conns_.size());
+  rx_conns_.reserve(live_.size());
+  deferred_.reserve(live_.size());
   return c;
 }
 
@@ -198,7 +198,10 @@ void ShmEndpoint::try_connect(Conn& c) {
     return;
   }
   c.state = ConnState::AwaitReply;
-  watch(c);
+  if (!watch(c)) {
+    fail_setup(c, EventType::Unreachable, errno_text("epoll_ctl"));
+    return;
+  }
   OutMsg m;
   MsgHeader h;
   h.type = MsgType::HelloRequest;
@@ -209,11 +212,11 @@ void ShmEndpoint::try_connect(Conn& c) {
   send_ctrl(c, std::move(m));
 }
 
-void ShmEndpoint::watch(Conn& c) {
+bool ShmEndpoint::watch(Conn& c) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP;
   ev.data.u64 = c.id;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, c.sock, &ev) == 0) c.in_epoll = true;
+  return ::epoll_ctl(epfd_, EPOLL_CTL_ADD, c.sock, &ev) == 0;
 }
 
 // ---------------------------------------------------------------- events
@@ -261,16 +264,12 @@ void ShmEndpoint::progress_control(bool force) {
 }
 
 void ShmEndpoint::check_deadlines(Clock::time_point now) {
-  for (size_t s = 0; s < conns_.size(); ++s) {
-    Conn* c = conns_[s].get();
-    if (c && c->state == ConnState::Connecting) {
-      try_connect(*c);
-      c = conns_[s].get();
-    }
-    if (c && c->handshaking() && now >= c->deadline)
-      fail_setup(*c, c->inbound ? std::nullopt : std::optional(EventType::Unreachable),
+  for_each_conn([&](Conn& c) {
+    if (c.state == ConnState::Connecting) try_connect(c);
+    if (c.handshaking() && find_conn(c.id) && now >= c.deadline)
+      fail_setup(c, c.inbound ? std::nullopt : std::optional(EventType::Unreachable),
                  "connection handshake timed out");
-  }
+  });
 }
 
 // ---------------------------------------------------------------- messages
@@ -489,10 +488,9 @@ bool ShmEndpoint::flush_outq(Conn& c) {
 }
 
 void ShmEndpoint::flush_all_outqs() {
-  for (size_t s = 0; s < conns_.size() && outq_conns_ != 0; ++s) {
-    Conn* c = conns_[s].get();
-    if (c && !c->outq.empty()) flush_outq(*c);
-  }
+  for_each_conn([&](Conn& c) {
+    if (!c.outq.empty()) flush_outq(c);
+  });
 }
 
 // ---------------------------------------------------------------- endings
@@ -512,7 +510,9 @@ void ShmEndpoint::disconnect(ConnId id) {
 }
 
 void ShmEndpoint::fail_setup(Conn& c, std::optional<EventType> type, const std::string& why) {
-  if (c.inbound && type != EventType::PeerRejected)
+  // Rejections are logged where they happen; a connection that closes before
+  // saying anything (a listener probing for a stale socket) is not news.
+  if (c.inbound && type != EventType::PeerRejected && c.state != ConnState::AwaitHello)
     log("rcpg shm node " + std::to_string(cfg_.node_id) + ": incoming connection from node " +
         std::to_string(c.peer) + " failed: " + why);
   if (type) push_event(*type, c, why);
@@ -525,16 +525,22 @@ void ShmEndpoint::break_conn(Conn& c, const std::string& why) {
   release_peer_resources(c);
   c.state = ConnState::Broken;
   push_event(EventType::Disconnected, c, why);
-  // The inbound ring stays scanned: what the peer published before the end
-  // is still delivered (its sender saw those operations complete).
+  // What the peer published before the end is still delivered (its sender
+  // saw those operations complete); poll() forgets the connection once its
+  // ring is drained.
+  if (!c.rx.attached() || !c.rx.ready_seq_cst()) forget_conn(c);
 }
 
 void ShmEndpoint::close_socket(Conn& c) {
   if (!c.outq.empty()) --outq_conns_;
   c.outq.clear();
-  if (c.sock >= 0) ::close(c.sock);  // also leaves the epoll set
+  if (c.sock >= 0) {
+    // Explicitly: a copy of the socket inherited by a forked child would
+    // otherwise keep it in our epoll set after close().
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c.sock, nullptr);
+    ::close(c.sock);
+  }
   c.sock = -1;
-  c.in_epoll = false;
 }
 
 void ShmEndpoint::release_peer_resources(Conn& c) {
@@ -561,11 +567,16 @@ void ShmEndpoint::forget_conn(Conn& c) {
   close_socket(c);
   release_peer_resources(c);
   set_scanned(c, false);
-  uint32_t s = IdTable::slot(c.id);
-  conn_ids_.release(c.id);
+  orphans_ += c.outstanding;
+  by_id_[c.id] = nullptr;
+  size_t i = c.live_index;
+  std::swap(live_[i], live_.back());
+  live_[i]->live_index = i;
+  std::unique_ptr<Conn> owned = std::move(live_.back());
+  live_.pop_back();
   // Its ring may hold Recv data the last poll() handed out, and callers up
   // the stack may still hold `c`: freed at the next poll().
-  graveyard_.push_back(std::move(conns_[s]));
+  graveyard_.push_back(std::move(owned));
 }
 
 }  // namespace rcpg::transport::shm
