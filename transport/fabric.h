@@ -14,10 +14,15 @@
 //    connection were applied at the target.
 //  * Access outside a remote region (bad key, offset or length) completes
 //    with Status::RemoteAccess and, as on RC, breaks the connection: every
-//    later or outstanding operation on it completes with Status::Flushed and
-//    a Disconnected event is raised.
+//    outstanding operation on it completes with Status::Flushed, a
+//    Disconnected event is raised, and later post_*() calls return false.
 //  * A peer that dies or disconnects raises Event::Disconnected; outstanding
 //    operations complete with Status::Flushed (never silently vanish).
+//  * Zero-length operations move no data; whether they validate the remote
+//    key is fabric-specific (RDMA hardware does not), so callers must not
+//    rely on either behaviour.
+//  * ConnIds are small, dense and never reused within an endpoint, so callers
+//    may index tables by them.
 //  * Connections are authenticated: the initiator proves knowledge of the
 //    cluster key (see auth.h); the listener rejects and logs anyone who can't,
 //    and anyone not in EndpointConfig::allowed_peers (when that is non-empty).
