@@ -214,8 +214,7 @@ void Engine::handle_completions() {
       if (c.status != Status::Ok) {
         if (c.status != Status::Flushed) {
           ++counters_.protocol_errors;
-          log_fn_(std::string("operation failed: ") + to_string(c.op) + ": " +
-                  to_string(c.status));
+          log_fn_(std::string("operation failed: ") + to_string(c.op) + ": " + to_string(c.status));
         }
         continue;
       }

@@ -71,12 +71,12 @@ struct EngineCounters {
   uint64_t sent_msgs = 0, sent_bytes = 0;
   uint64_t delivered_msgs = 0, delivered_bytes = 0;
   uint64_t sequenced_entries = 0;
-  uint64_t inbound_batches = 0;      // RDMA writes of send batches
-  uint64_t log_batches = 0;          // RDMA writes of log ranges (all members)
-  uint64_t credit_stalls = 0;        // send() refused for lack of ring space
-  uint64_t log_stalls = 0;           // sequencer waited for log space
-  uint64_t zero_copy_deliveries = 0; // delivered straight from the mirror
-  uint64_t reassembled = 0;          // fragmented messages delivered whole
+  uint64_t inbound_batches = 0;       // RDMA writes of send batches
+  uint64_t log_batches = 0;           // RDMA writes of log ranges (all members)
+  uint64_t credit_stalls = 0;         // send() refused for lack of ring space
+  uint64_t log_stalls = 0;            // sequencer waited for log space
+  uint64_t zero_copy_deliveries = 0;  // delivered straight from the mirror
+  uint64_t reassembled = 0;           // fragmented messages delivered whole
   uint64_t protocol_errors = 0;
 };
 
@@ -123,7 +123,7 @@ class Engine {
   uint64_t delivered_position() const { return delivered_; }
   uint64_t stable_position() const { return stable_; }
   // Read-only views for the simulation tests' invariant checks.
-  uint64_t log_tail() const { return log_writer_.tail; }      // sequencer: end of its log
+  uint64_t log_tail() const { return log_writer_.tail; }          // sequencer: end of its log
   uint64_t staging_tail() const { return staging_writer_.tail; }  // end of what we sent
   // Sequencer: bytes of `sender`'s inbound ring already sequenced (0 elsewhere).
   uint64_t inbound_consumed(NodeId sender) const;

@@ -37,7 +37,7 @@ struct Engine::Peer {
   uint64_t inbound_read = 0;  // bytes we have sequenced
   uint64_t credit_sent = 0;
   // sequencer's view of this node as a member
-  uint64_t repl_posted = 0;   // log bytes written to its mirror
+  uint64_t repl_posted = 0;  // log bytes written to its mirror
   uint64_t stable_sent = 0;
   AckSlot acked{};
 };

@@ -10,10 +10,9 @@ namespace rcpg::ordering {
 
 using namespace rcpg::transport;
 
-bool Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
-                           uint32_t aux, uint16_t flags, std::span<const std::byte> payload) {
-  EntryHeader* h =
-      staging_writer_.reserve(payload.size(), staging_credit_ + cfg_.inbound_bytes);
+bool Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid, uint32_t aux,
+                           uint16_t flags, std::span<const std::byte> payload) {
+  EntryHeader* h = staging_writer_.reserve(payload.size(), staging_credit_ + cfg_.inbound_bytes);
   if (!h) return false;
   EntryHeader hdr;
   hdr.sseq = next_sseq_++;
@@ -63,8 +62,7 @@ bool Engine::continue_large_send() {
     uint16_t flags = kFragment | (large_.off == 0 ? kFragFirst : 0) |
                      (large_.off + chunk == large_.len ? kFragLast : 0);
     if (!append_record(large_.kind, large_.guarantee, large_.group, large_.pid,
-                       static_cast<uint32_t>(large_.len), flags,
-                       {large_.data + large_.off, chunk}))
+                       static_cast<uint32_t>(large_.len), flags, {large_.data + large_.off, chunk}))
       break;
     // Fragments count as one message for the counters.
     if (large_.off != 0) --counters_.sent_msgs;
@@ -83,8 +81,8 @@ bool Engine::post_range(ConnId conn, const Region& local, size_t ring, uint64_t 
     // The range wraps: the tail of the ring first, then the rest, signalled.
     size_t first = ring - off;
     if (!ep_.post_write(conn, local, off, remote, remote_base + off, first, 0, false)) return false;
-    return ep_.post_write_imm(conn, local, 0, remote, remote_base, len - first,
-                              make_imm(imm, to), 0, false);
+    return ep_.post_write_imm(conn, local, 0, remote, remote_base, len - first, make_imm(imm, to),
+                              0, false);
   }
   return ep_.post_write_imm(conn, local, off, remote, remote_base + off, len, make_imm(imm, to), 0,
                             false);
@@ -94,9 +92,8 @@ bool Engine::flush_staging() {
   if (is_sequencer() || staging_posted_ == staging_writer_.tail) return false;
   Peer* seq = peer_by_id(sequencer_);
   if (!seq || !seq->introduced) return false;
-  if (!post_range(seq->conn, *staging_, cfg_.inbound_bytes, staging_posted_,
-                  staging_writer_.tail, seq->hello.inbound, self_slot_ * cfg_.inbound_bytes,
-                  ImmType::Inbound))
+  if (!post_range(seq->conn, *staging_, cfg_.inbound_bytes, staging_posted_, staging_writer_.tail,
+                  seq->hello.inbound, self_slot_ * cfg_.inbound_bytes, ImmType::Inbound))
     return false;
   staging_posted_ = staging_writer_.tail;
   ++counters_.inbound_batches;

@@ -27,14 +27,18 @@ struct EntryHeader {
   uint32_t group = 0;   // group id (Data) or 0
   EntryKind kind = EntryKind::Data;
   Guarantee guarantee = Guarantee::Agreed;
-  uint16_t flags = 0;   // kFragment | kFragFirst | kFragLast
-  uint32_t aux = 0;     // FragFirst: whole message length; View: epoch
+  uint16_t flags = 0;  // kFragment | kFragFirst | kFragLast
+  uint32_t aux = 0;    // FragFirst: whole message length; View: epoch
 };
 static_assert(sizeof(EntryHeader) == 40);
 
 inline constexpr size_t kAlign = 8;
-inline constexpr size_t align_up(size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
-inline constexpr size_t record_bytes(size_t payload) { return align_up(sizeof(EntryHeader) + payload); }
+inline constexpr size_t align_up(size_t n) {
+  return (n + kAlign - 1) & ~(kAlign - 1);
+}
+inline constexpr size_t record_bytes(size_t payload) {
+  return align_up(sizeof(EntryHeader) + payload);
+}
 
 // Immediate values: 4 bits of type, 28 bits of a position in 8-byte units
 // (mod 2^28). Rings are limited to 1 GiB so a position is recovered exactly
@@ -46,7 +50,9 @@ inline constexpr size_t kMaxRingBytes = size_t{1} << 30;
 inline uint32_t make_imm(ImmType t, uint64_t pos) {
   return (static_cast<uint32_t>(t) << 28) | static_cast<uint32_t>((pos / kAlign) & 0x0fffffff);
 }
-inline ImmType imm_type(uint32_t imm) { return static_cast<ImmType>(imm >> 28); }
+inline ImmType imm_type(uint32_t imm) {
+  return static_cast<ImmType>(imm >> 28);
+}
 // Full position from the 28-bit value, given a lower bound `base` <= pos.
 inline uint64_t imm_pos(uint32_t imm, uint64_t base) {
   uint64_t units = imm & 0x0fffffff;

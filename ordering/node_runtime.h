@@ -17,12 +17,12 @@
 namespace rcpg::ordering {
 
 struct NodeConfig {
-  std::string fabric = "shm";     // shm | verbs
+  std::string fabric = "shm";          // shm | verbs
   transport::EndpointConfig endpoint;  // node_id, listen/source address, key
-  EngineConfig engine;            // nodes, ring sizes (self is set from endpoint)
-  uint32_t spin_iterations = 50;  // polls before blocking
-  bool spin_yield = false;        // sched_yield while spinning (more pollers than cores)
-  bool pin = false;               // bind the polling thread with hwloc
+  EngineConfig engine;                 // nodes, ring sizes (self is set from endpoint)
+  uint32_t spin_iterations = 50;       // polls before blocking
+  bool spin_yield = false;             // sched_yield while spinning (more pollers than cores)
+  bool pin = false;                    // bind the polling thread with hwloc
   int pin_core = -1;
 };
 

@@ -14,8 +14,8 @@ std::array<uint8_t, 16> compute_mac(const ClusterKey& key, const Hello& h) {
   Hello copy = h;
   copy.mac = {};
   std::array<uint8_t, 16> mac{};
-  crypto_generichash(mac.data(), mac.size(), reinterpret_cast<const uint8_t*>(&copy),
-                     sizeof(copy), key.data(), key.size());
+  crypto_generichash(mac.data(), mac.size(), reinterpret_cast<const uint8_t*>(&copy), sizeof(copy),
+                     key.data(), key.size());
   return mac;
 }
 
@@ -102,8 +102,8 @@ bool verify_reply(const ClusterKey& key, const Hello& request, std::span<const u
     return false;
   }
   if (h.from != request.to) {
-    why = "reached node " + std::to_string(h.from) + " instead of node " +
-          std::to_string(request.to);
+    why =
+        "reached node " + std::to_string(h.from) + " instead of node " + std::to_string(request.to);
     return false;
   }
   return true;
@@ -124,8 +124,9 @@ std::optional<ClusterKey> load_key_file(const std::string& path, std::string& wh
   while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r' || raw.back() == ' '))
     raw.pop_back();
   size_t bin_len = 0;
-  if (raw.size() == 64 && sodium_hex2bin(key.data(), key.size(), raw.data(), raw.size(),
-                                         nullptr, &bin_len, nullptr) == 0 &&
+  if (raw.size() == 64 &&
+      sodium_hex2bin(key.data(), key.size(), raw.data(), raw.size(), nullptr, &bin_len, nullptr) ==
+          0 &&
       bin_len == key.size())
     return key;
   why = "key file " + path + " must hold 32 raw bytes or 64 hex digits";

@@ -23,10 +23,10 @@ inline constexpr uint16_t kHelloVersion = 1;
 struct Hello {
   uint32_t magic = kHelloMagic;
   uint16_t version = kHelloVersion;
-  uint16_t kind = 0;  // 0 = request (initiator), 1 = reply (listener)
-  uint32_t from = 0;  // sender's node id
-  uint32_t to = 0;    // node id the sender expects to talk to
-  uint64_t nonce = 0; // chosen by the initiator, echoed in the reply
+  uint16_t kind = 0;   // 0 = request (initiator), 1 = reply (listener)
+  uint32_t from = 0;   // sender's node id
+  uint32_t to = 0;     // node id the sender expects to talk to
+  uint64_t nonce = 0;  // chosen by the initiator, echoed in the reply
   std::array<uint8_t, 16> mac{};
 };
 static_assert(sizeof(Hello) == 40);

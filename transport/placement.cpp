@@ -9,7 +9,9 @@
 namespace rcpg::transport {
 namespace {
 
-size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+size_t round_up(size_t v, size_t to) {
+  return (v + to - 1) / to * to;
+}
 
 // Cores local to the device's PCI function, or the whole machine.
 hwloc_const_cpuset_t device_cpuset(hwloc_topology_t topo, const std::string& dev) {

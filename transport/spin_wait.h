@@ -29,8 +29,10 @@ class SpinWait {
       // Yielding while spinning lets another poller sharing this core run:
       // on a 2-core machine a 3-node cluster would otherwise wait for whole
       // scheduler time slices.
-      if (yield_) sched_yield();
-      else cpu_relax();
+      if (yield_)
+        sched_yield();
+      else
+        cpu_relax();
       return false;
     }
     ep.wait(block_timeout_);

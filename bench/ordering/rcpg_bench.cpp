@@ -11,11 +11,11 @@
 //                one machine, or one soft-RoCE guest kernel).
 //   throughput - every node sends concurrently as fast as back-pressure
 //                allows; each member reports delivered msgs/s and MB/s.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdlib>
@@ -54,7 +54,7 @@ struct Options {
   std::string fabric = "shm";
   int nodes = 3;
   std::vector<size_t> sizes = {64, 1024, 16384, 65536, 1 << 20};
-  int lat_iters = 0;    // 0 = by fabric
+  int lat_iters = 0;      // 0 = by fabric
   double tput_bytes = 0;  // bytes per sender per size; 0 = by fabric
   uint32_t spin = 300;
   bool yield = false;
@@ -93,7 +93,8 @@ class Node {
     nc.endpoint.listen_address = address_of(o_, self_, hosts);
     if (o_.fabric == "verbs") nc.endpoint.source_address = hosts[size_t(self_ - 1) % hosts.size()];
     nc.endpoint.cluster_key.fill(0x5c);
-    for (int n = 1; n <= o_.nodes; ++n) nc.engine.nodes.push_back({NodeId(n), address_of(o_, n, hosts)});
+    for (int n = 1; n <= o_.nodes; ++n)
+      nc.engine.nodes.push_back({NodeId(n), address_of(o_, n, hosts)});
     nc.engine.log_bytes = o_.log_mib << 20;
     nc.engine.inbound_bytes = o_.inbound_mib << 20;
     nc.spin_iterations = o_.spin;
@@ -179,8 +180,10 @@ class Node {
 
   bool latency_phase(uint32_t phase, size_t size, std::ostream& out) {
     int iters = o_.lat_iters > 0 ? o_.lat_iters : (o_.fabric == "verbs" ? 200 : 2000);
-    if (size >= (1 << 20)) iters = std::max(10, iters / 20);
-    else if (size >= 65536) iters = std::max(20, iters / 5);
+    if (size >= (1 << 20))
+      iters = std::max(10, iters / 20);
+    else if (size >= 65536)
+      iters = std::max(20, iters / 5);
     std::vector<std::byte> buf(std::max(size, sizeof(MsgHeader)));
     std::vector<double> rtt;
     if (self_ == o_.nodes) {
@@ -201,7 +204,8 @@ class Node {
         "{{\"node\":{},\"size\":{},\"test\":\"latency\",\"iters\":{},\"p50_us\":{:.2f},"
         "\"p99_us\":{:.2f},\"p999_us\":{:.2f},\"min_us\":{:.2f},\"sender\":{}",
         self_, size, iters, percentile(lat_us_, 0.5), percentile(lat_us_, 0.99),
-        percentile(lat_us_, 0.999), lat_us_.empty() ? 0.0 : *std::min_element(lat_us_.begin(), lat_us_.end()),
+        percentile(lat_us_, 0.999),
+        lat_us_.empty() ? 0.0 : *std::min_element(lat_us_.begin(), lat_us_.end()),
         self_ == o_.nodes);
     if (!rtt.empty())
       out << fmt::format(",\"self_rtt_p50_us\":{:.2f},\"self_rtt_p99_us\":{:.2f}",
@@ -266,8 +270,10 @@ int main(int argc, char** argv) {
   app.add_option("--tput-bytes", o.tput_bytes, "bytes each sender sends per size");
   app.add_option("--spin", o.spin, "poll iterations before blocking");
   std::string yield = "auto";
-  app.add_option("--yield", yield, "yield the core while spinning: on, off, auto (= when nodes"
-                 " outnumber cores)")->check(CLI::IsMember({"on", "off", "auto"}));
+  app.add_option("--yield", yield,
+                 "yield the core while spinning: on, off, auto (= when nodes"
+                 " outnumber cores)")
+      ->check(CLI::IsMember({"on", "off", "auto"}));
   app.add_option("--log-mib", o.log_mib, "replicated log size (MiB)");
   app.add_option("--inbound-mib", o.inbound_mib, "per-sender inbound ring (MiB)");
   app.add_option("--timeout", o.timeout_s, "give up after this many seconds");
@@ -335,12 +341,15 @@ int main(int argc, char** argv) {
     fmt::print("{:>9} | {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f} | {:>12.0f} {:>10.1f} {:>12.1f}\n",
                size, p50, p99, p999, rtt, mps, mbs, load);
   }
-  fmt::print("(latency: worst member's send-to-delivery percentiles; throughput: slowest member,"
-             " all {} nodes sending)\n", o.nodes);
+  fmt::print(
+      "(latency: worst member's send-to-delivery percentiles; throughput: slowest member,"
+      " all {} nodes sending)\n",
+      o.nodes);
   if (!o.json.empty()) {
     std::ofstream j(o.json);
     j << "{\"fabric\":\"" << o.fabric << "\",\"nodes\":" << o.nodes << ",\"results\":[\n";
-    for (size_t i = 0; i < lines.size(); ++i) j << "  " << lines[i] << (i + 1 < lines.size() ? ",\n" : "\n");
+    for (size_t i = 0; i < lines.size(); ++i)
+      j << "  " << lines[i] << (i + 1 < lines.size() ? ",\n" : "\n");
     j << "]}\n";
   }
   if (failed) fmt::print(stderr, "rcpg-bench: {} node(s) failed\n", failed);

@@ -26,7 +26,8 @@ struct SimCluster {
       cfg.self = NodeId(i);
       auto* log = &delivered[NodeId(i)];
       engines.push_back(std::make_unique<Engine>(*eps.back(), cfg, [log](const Delivery& d) {
-        log->push_back({d.kind, d.sender, d.sseq, std::string(reinterpret_cast<const char*>(d.data), d.len)});
+        log->push_back(
+            {d.kind, d.sender, d.sseq, std::string(reinterpret_cast<const char*>(d.data), d.len)});
       }));
     }
     for (auto& e : engines) {
@@ -83,9 +84,13 @@ TEST(EngineSmoke, LargeMessageArrivesWhole) {
   c.run(50);
   std::string big(1 << 20, 'x');
   for (size_t i = 0; i < big.size(); ++i) big[i] = char('a' + (i * 7) % 26);
-  ASSERT_EQ(c.engines[2]->send(EntryKind::Data, Guarantee::Safe, 1, 0, std::as_bytes(std::span(big))),
-            SendResult::Ok);
-  for (int r = 0; r < 20000 && (c.delivered[1].size() < 2 || c.delivered[2].size() < 2 || c.delivered[3].size() < 2); ++r) c.run(1);
+  ASSERT_EQ(
+      c.engines[2]->send(EntryKind::Data, Guarantee::Safe, 1, 0, std::as_bytes(std::span(big))),
+      SendResult::Ok);
+  for (int r = 0; r < 20000 && (c.delivered[1].size() < 2 || c.delivered[2].size() < 2 ||
+                                c.delivered[3].size() < 2);
+       ++r)
+    c.run(1);
   for (NodeId n : {1u, 2u, 3u}) {
     ASSERT_EQ(c.delivered[n].size(), 2u) << "node " << n;
     EXPECT_EQ(c.delivered[n][1].data, big);

@@ -52,7 +52,8 @@ struct Result {
 
 std::string address_of(const std::string& fabric, int node, const std::vector<std::string>& hosts,
                        int port_base) {
-  if (fabric == "verbs") return hosts[static_cast<size_t>(node - 1)] + ":" + std::to_string(port_base + node);
+  if (fabric == "verbs")
+    return hosts[static_cast<size_t>(node - 1)] + ":" + std::to_string(port_base + node);
   return "@rcpg-mp-" + std::to_string(port_base) + "-" + std::to_string(node);
 }
 
@@ -92,7 +93,8 @@ int run_node(const std::string& fabric, int self, int per_sender, int port_base,
     expect.resize(message_size(i, emulated));
     fill(expect, d.sender, i);
     if (d.len != expect.size() || std::memcmp(d.data, expect.data(), d.len) != 0) ++res.bad;
-    res.digest = (res.digest ^ (uint64_t{d.sender} << 32 | static_cast<uint64_t>(i))) * 1099511628211ull;
+    res.digest =
+        (res.digest ^ (uint64_t{d.sender} << 32 | static_cast<uint64_t>(i))) * 1099511628211ull;
     ++res.delivered;
   });
   if (!engine.start(why)) {
@@ -120,7 +122,8 @@ int run_node(const std::string& fabric, int self, int per_sender, int port_base,
       auto r = engine.send(EntryKind::Data, static_cast<Guarantee>(sent % 4), 1, 0, buf);
       if (r == SendResult::Ok) ++sent;
     } else if (sent == per_sender && !engine.large_send_pending() && !done_sent) {
-      done_sent = engine.send(EntryKind::Data, Guarantee::Agreed, kDoneGroup, 0, {}) == SendResult::Ok;
+      done_sent =
+          engine.send(EntryKind::Data, Guarantee::Agreed, kDoneGroup, 0, {}) == SendResult::Ok;
     }
     if (!pump()) {
       fprintf(stderr, "node %d: timed out (sent %d, delivered %lu, done %d)\n", self, sent,
@@ -171,9 +174,11 @@ TEST_P(MultiProcess, ThreeNodesConcurrentSendersDeliverIdentically) {
     close(fds[static_cast<size_t>(n)]);
   }
   for (int n = 0; n < kNodes; ++n) {
-    EXPECT_EQ(results[static_cast<size_t>(n)].delivered, static_cast<uint64_t>(kNodes * per_sender)) << "node " << n + 1;
+    EXPECT_EQ(results[static_cast<size_t>(n)].delivered, static_cast<uint64_t>(kNodes * per_sender))
+        << "node " << n + 1;
     EXPECT_EQ(results[static_cast<size_t>(n)].bad, 0u) << "node " << n + 1;
-    EXPECT_EQ(results[static_cast<size_t>(n)].digest, results[0].digest) << "node " << n + 1 << " order differs";
+    EXPECT_EQ(results[static_cast<size_t>(n)].digest, results[0].digest)
+        << "node " << n + 1 << " order differs";
   }
 }
 

@@ -90,14 +90,19 @@ class Conformance : public ::testing::TestWithParam<std::string> {
     while (auto ev = ep.next_event()) {
       Conn& c = conns_[ev->conn];
       switch (ev->type) {
-        case EventType::Connected: c.connected = true; break;
-        case EventType::Disconnected: c.disconnected = true; break;
+        case EventType::Connected:
+          c.connected = true;
+          break;
+        case EventType::Disconnected:
+          c.disconnected = true;
+          break;
         case EventType::Rejected:
         case EventType::Unreachable:
           c.failed = true;
           c.failure = ev->type;
           break;
-        case EventType::PeerRejected: break;
+        case EventType::PeerRejected:
+          break;
       }
     }
     std::array<Completion, 64> wc;
@@ -249,16 +254,15 @@ TEST_P(Conformance, WriteWithImmediateArrivesAfterItsData) {
     // Odd blocks: the data travels in the WRITE_WITH_IMM itself.
     if (b % 2 == 0) {
       ASSERT_TRUE(wait(*ep, [&] {
-        return ep->post_write(c, *buf, b * kAgentBlock, remote, b * kAgentBlock, kAgentBlock,
-                              ++wr, /*signaled=*/false);
+        return ep->post_write(c, *buf, b * kAgentBlock, remote, b * kAgentBlock, kAgentBlock, ++wr,
+                              /*signaled=*/false);
       }));
-      ASSERT_TRUE(wait(*ep, [&] {
-        return ep->post_write_imm(c, *buf, 0, remote, 0, 0, b, ++wr, false);
-      }));
+      ASSERT_TRUE(
+          wait(*ep, [&] { return ep->post_write_imm(c, *buf, 0, remote, 0, 0, b, ++wr, false); }));
     } else {
       ASSERT_TRUE(wait(*ep, [&] {
-        return ep->post_write_imm(c, *buf, b * kAgentBlock, remote, b * kAgentBlock, kAgentBlock,
-                                  b, ++wr, false);
+        return ep->post_write_imm(c, *buf, b * kAgentBlock, remote, b * kAgentBlock, kAgentBlock, b,
+                                  ++wr, false);
       }));
     }
   }
@@ -370,7 +374,8 @@ TEST_P(Conformance, PeerDeathIsReportedAndNothingHangs) {
   // noticed, Flushed after), and the death must surface as Disconnected.
   uint64_t posted = 0;
   ASSERT_TRUE(wait(*ep, [&] {
-    if (!conns_[c].disconnected && ep->post_write(c, *buf, 0, *conns_[c].region, 0, 64, 100 + posted))
+    if (!conns_[c].disconnected &&
+        ep->post_write(c, *buf, 0, *conns_[c].region, 0, 64, 100 + posted))
       ++posted;
     return conns_[c].disconnected;
   }));
@@ -409,7 +414,8 @@ TEST_P(Conformance, ManyConcurrentConnections) {
   // connection: per-connection order makes the read see the write.
   for (int i = 0; i < kConns; ++i) {
     size_t off = static_cast<size_t>(i) * 256;
-    ASSERT_TRUE(ep->post_write(ids[i], *out, off, *conns_[ids[i]].region, off, 256, 1000 + i, false));
+    ASSERT_TRUE(
+        ep->post_write(ids[i], *out, off, *conns_[ids[i]].region, off, 256, 1000 + i, false));
     ASSERT_TRUE(ep->post_read(ids[i], *in, off, *conns_[ids[i]].region, off, 256, 2000 + i));
   }
   ASSERT_TRUE(wait(*ep, [&] { return done_.size() >= kConns; }));

@@ -75,7 +75,8 @@ using Factory = std::unique_ptr<Endpoint> (*)(const EndpointConfig&, std::string
 
 class ProcessHarness final : public Harness {
  public:
-  ProcessHarness(std::string fabric, Factory factory) : fabric_(std::move(fabric)), factory_(factory) {
+  ProcessHarness(std::string fabric, Factory factory)
+      : fabric_(std::move(fabric)), factory_(factory) {
     if (fabric_ == "verbs") init_verbs();
   }
   ~ProcessHarness() override { kill_peer(); }

@@ -53,7 +53,8 @@ bool PeerAgent::poll_once() {
       msg.imm = c.imm;
       msg.len = c.len;
       size_t off = size_t{c.imm} * kAgentBlock;
-      if (off + kAgentBlock <= region_->size) msg.checksum = checksum(region_->data + off, kAgentBlock);
+      if (off + kAgentBlock <= region_->size)
+        msg.checksum = checksum(region_->data + off, kAgentBlock);
       ep_->post_send(c.conn, std::as_bytes(std::span(&msg, 1)), 0);
     }
   }

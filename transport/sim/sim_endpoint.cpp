@@ -11,7 +11,9 @@ SimEndpoint::SimEndpoint(SimWorld& world, const EndpointConfig& cfg) : world_(wo
   world_.attach(this);
 }
 
-SimEndpoint::~SimEndpoint() { world_.detach(this); }
+SimEndpoint::~SimEndpoint() {
+  world_.detach(this);
+}
 
 void SimEndpoint::log(const std::string& line) const {
   if (cfg_.log)
@@ -83,9 +85,8 @@ std::optional<Event> SimEndpoint::next_event() {
 }
 
 bool SimEndpoint::post_op(Op op, ConnId conn, const Region* local, size_t local_off,
-                          const RemoteRegion& remote, uint64_t remote_off, size_t len,
-                          uint32_t imm, uint64_t wr_id, bool signaled,
-                          std::span<const std::byte> payload) {
+                          const RemoteRegion& remote, uint64_t remote_off, size_t len, uint32_t imm,
+                          uint64_t wr_id, bool signaled, std::span<const std::byte> payload) {
   if (dead_ || conn >= conns_.size()) return false;
   Conn& c = conns_[conn];
   if (c.state != ConnState::Connected) return false;

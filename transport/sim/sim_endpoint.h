@@ -75,7 +75,7 @@ class SimEndpoint final : public Endpoint {
   std::deque<Completion> completions_;
   std::deque<Event> events_;
   std::deque<std::vector<std::byte>> recv_payloads_;  // arrived, not yet polled
-  std::vector<std::vector<std::byte>> recv_hold_;    // handed out by the last poll
+  std::vector<std::vector<std::byte>> recv_hold_;     // handed out by the last poll
 };
 
 }  // namespace rcpg::transport

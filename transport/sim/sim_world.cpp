@@ -8,7 +8,9 @@
 namespace rcpg::transport {
 namespace {
 
-std::pair<NodeId, NodeId> ordered(NodeId a, NodeId b) { return a < b ? std::pair{a, b} : std::pair{b, a}; }
+std::pair<NodeId, NodeId> ordered(NodeId a, NodeId b) {
+  return a < b ? std::pair{a, b} : std::pair{b, a};
+}
 
 std::span<const uint8_t> bytes_of(const Hello& h) {
   return {reinterpret_cast<const uint8_t*>(&h), sizeof(h)};
@@ -108,9 +110,15 @@ size_t SimWorld::run(size_t max_steps) {
 
 void SimWorld::execute(SimAction& a) {
   switch (a.kind) {
-    case SimAction::Kind::ConnectRequest: execute_connect_request(a); break;
-    case SimAction::Kind::ConnectReply: execute_connect_reply(a); break;
-    case SimAction::Kind::Op: execute_op(a); break;
+    case SimAction::Kind::ConnectRequest:
+      execute_connect_request(a);
+      break;
+    case SimAction::Kind::ConnectReply:
+      execute_connect_reply(a);
+      break;
+    case SimAction::Kind::Op:
+      execute_op(a);
+      break;
   }
 }
 
@@ -295,9 +303,13 @@ void SimWorld::cut(NodeId a, NodeId b) {
   }
 }
 
-void SimWorld::heal(NodeId a, NodeId b) { cuts_.erase(ordered(a, b)); }
+void SimWorld::heal(NodeId a, NodeId b) {
+  cuts_.erase(ordered(a, b));
+}
 
-bool SimWorld::is_cut(NodeId a, NodeId b) const { return cuts_.count(ordered(a, b)) > 0; }
+bool SimWorld::is_cut(NodeId a, NodeId b) const {
+  return cuts_.count(ordered(a, b)) > 0;
+}
 
 void SimWorld::set_delay(NodeId a, NodeId b, uint32_t steps) {
   if (steps == 0)

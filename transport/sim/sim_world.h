@@ -60,7 +60,6 @@ class SimWorld {
  private:
   friend class SimEndpoint;
 
-
   void attach(SimEndpoint* ep);
   void detach(SimEndpoint* ep);
   SimEndpoint* find_by_address(const std::string& address) const;
