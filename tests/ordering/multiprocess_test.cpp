@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "ordering/engine.h"
+#include "ordering/node_runtime.h"
 #include "transport/factory.h"
-#include "transport/spin_wait.h"
 
 namespace rcpg::ordering {
 namespace {
@@ -61,29 +61,23 @@ std::string address_of(const std::string& fabric, int node, const std::vector<st
 int run_node(const std::string& fabric, int self, int per_sender, int port_base, int result_fd) {
   auto hosts = softroce_hosts();
   bool emulated = fabric == "verbs";
-  EndpointConfig ec;
-  ec.node_id = static_cast<NodeId>(self);
-  ec.listen_address = address_of(fabric, self, hosts, port_base);
-  if (fabric == "verbs") ec.source_address = hosts[static_cast<size_t>(self - 1)];
-  ec.cluster_key.fill(0x42);
-  std::string why;
-  auto ep = make_endpoint(fabric, ec, why);
-  if (!ep) {
-    fprintf(stderr, "node %d: %s\n", self, why.c_str());
-    return 10;
-  }
-  EngineConfig cfg;
-  cfg.self = static_cast<NodeId>(self);
+  NodeConfig nc;
+  nc.fabric = fabric;
+  nc.endpoint.node_id = static_cast<NodeId>(self);
+  nc.endpoint.listen_address = address_of(fabric, self, hosts, port_base);
+  if (fabric == "verbs") nc.endpoint.source_address = hosts[static_cast<size_t>(self - 1)];
+  nc.endpoint.cluster_key.fill(0x42);
   for (int n = 1; n <= kNodes; ++n)
-    cfg.nodes.push_back({static_cast<NodeId>(n), address_of(fabric, n, hosts, port_base)});
-  cfg.log_bytes = 4 << 20;
-  cfg.inbound_bytes = 1 << 20;
+    nc.engine.nodes.push_back({static_cast<NodeId>(n), address_of(fabric, n, hosts, port_base)});
+  nc.engine.log_bytes = 4 << 20;
+  nc.engine.inbound_bytes = 1 << 20;
+  nc.spin_iterations = 2000;
 
   Result res;
   int done_seen = 0;
   std::map<NodeId, int> next_index;
   std::vector<std::byte> expect;
-  Engine engine(*ep, cfg, [&](const Delivery& d) {
+  NodeRuntime node(nc, [&](const Delivery& d) {
     if (d.kind != EntryKind::Data) return;
     if (d.group == kDoneGroup) {
       ++done_seen;
@@ -97,17 +91,15 @@ int run_node(const std::string& fabric, int self, int per_sender, int port_base,
         (res.digest ^ (uint64_t{d.sender} << 32 | static_cast<uint64_t>(i))) * 1099511628211ull;
     ++res.delivered;
   });
-  if (!engine.start(why)) {
+  std::string why;
+  if (!node.start(why)) {
     fprintf(stderr, "node %d: %s\n", self, why.c_str());
     return 11;
   }
+  Engine& engine = node.engine();
   auto deadline = Clock::now() + std::chrono::seconds(emulated ? 240 : 60);
-  SpinWait spin(2000, std::chrono::milliseconds(1));
   auto pump = [&] {
-    if (engine.progress())
-      spin.busy();
-    else
-      spin.idle(*ep);
+    node.run_once();
     return Clock::now() < deadline;
   };
   while (!engine.all_connected())
