@@ -18,6 +18,7 @@
 // Threading: single-threaded; progress() must be called by the owner's loop.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -43,6 +44,14 @@ struct EngineConfig {
   size_t log_bytes = size_t{8} << 20;      // replicated log ring (same on all nodes)
   size_t inbound_bytes = size_t{1} << 20;  // per-sender inbound ring (same on all nodes)
   size_t max_fragment = 0;                 // 0 = inbound_bytes / 4
+  // Daemon mode (every node of a cluster must agree on both):
+  // deliver each fragment of a large message as it comes (Delivery::flags,
+  // ::total) instead of reassembling it, so the daemon never holds a whole
+  // message and clients reassemble per (sender, pid, group)...
+  bool deliver_fragments = false;
+  // ...and reuse the log space of delivered entries only once release()
+  // covers them, so clients can read payloads straight from the log mirror.
+  bool hold_deliveries = false;
 };
 
 // What a member is handed, in delivery order. `data` points into registered
@@ -59,6 +68,11 @@ struct Delivery {
   uint32_t aux = 0;
   const std::byte* data = nullptr;
   size_t len = 0;
+  // With EngineConfig::deliver_fragments: kFragment|kFragFirst|kFragLast
+  // for a part of a large message (data/len are this part; `total` is the
+  // whole message's length). 0 for a whole message.
+  uint16_t flags = 0;
+  uint64_t total = 0;
   // Log position just past the entry (past its last fragment): the same at
   // every member. A SAFE delivery happens only once every member's
   // received_position() has reached it (checked by the simulation tests).
@@ -107,6 +121,13 @@ class Engine {
   SendResult send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
                   std::span<const std::byte> payload, uint32_t aux = 0);
   bool large_send_pending() const { return large_.active; }
+  // Sends one part of a large message that the caller streams itself
+  // (flags = kFragment plus kFragFirst / kFragLast; `total` = whole length,
+  // chunk <= max_fragment). Receivers must run with deliver_fragments: the
+  // parts of different (pid, group) streams of one node may interleave.
+  SendResult send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags, uint32_t total,
+                       std::span<const std::byte> chunk);
+  size_t max_fragment() const { return cfg_.max_fragment; }
   // Fraction of the staging ring in use, 0..1 (drives CPG flow control).
   double send_backlog() const;
 
@@ -116,6 +137,16 @@ class Engine {
   // Blocks until the fabric may have work (spin-then-block belongs to the
   // caller: see transport::SpinWait).
   void wait(std::chrono::microseconds timeout) { ep_.wait(timeout); }
+
+  // hold_deliveries: everything before `position` has been consumed by
+  // whoever was handed pointers into the log; its space may be reused.
+  void release(uint64_t position);
+  // While paused, progress() delivers nothing (the daemon's clients are
+  // full); everything else (sequencing, acks, replication) goes on.
+  void pause_delivery(bool paused) { delivery_paused_ = paused; }
+  bool delivery_paused() const { return delivery_paused_; }
+  // The log mirror, for sharing with local processes (Region::fd).
+  const transport::Region& log_region() const { return *log_; }
 
   const EngineCounters& counters() const { return counters_; }
   // Positions, for tests and tools.
@@ -168,6 +199,11 @@ class Engine {
   bool deliver();
   bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end);
   bool send_ack();
+  // Log space this node no longer needs: delivered (and released, in
+  // hold_deliveries mode).
+  uint64_t consumed() const {
+    return cfg_.hold_deliveries ? std::min(delivered_, released_) : delivered_;
+  }
   bool post_range(transport::ConnId conn, const transport::Region& local, size_t ring_size,
                   uint64_t from, uint64_t to, const transport::RemoteRegion& remote,
                   uint64_t remote_base, ImmType imm);
@@ -208,6 +244,8 @@ class Engine {
   uint64_t received_ = 0;
   uint64_t delivered_ = 0;
   uint64_t stable_ = 0;
+  uint64_t released_ = 0;
+  bool delivery_paused_ = false;
   uint64_t acked_received_ = 0, acked_delivered_ = 0;
   uint64_t expected_gseq_ = 1;
   std::vector<Reassembly> reassembly_;  // per sender slot

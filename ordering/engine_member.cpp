@@ -15,6 +15,7 @@ constexpr size_t kMaxDeliveriesPerRound = 4096;
 }
 
 bool Engine::deliver() {
+  if (delivery_paused_) return false;
   RingReader reader{log_->data, cfg_.log_bytes};
   uint64_t pos = delivered_;
   size_t n = 0;
@@ -59,7 +60,12 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   d.gseq = h.gseq;
   d.sseq = h.sseq;
   d.aux = h.aux;
-  if (h.flags & kFragment) {
+  if ((h.flags & kFragment) && cfg_.deliver_fragments) {
+    d.flags = h.flags;
+    d.total = h.aux;
+    if (h.flags & kFragFirst) ++counters_.reassembled;  // by the client, counted once
+    if (h.flags & kFragLast) ++counters_.delivered_msgs;
+  } else if (h.flags & kFragment) {
     Peer* p = peer_by_id(h.sender);
     if (!p) {
       fail("fragment from unknown node " + std::to_string(h.sender));
@@ -91,28 +97,33 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   d.data = payload;
   d.len = h.length;
   ++counters_.zero_copy_deliveries;
-  ++counters_.delivered_msgs;
+  if (!(h.flags & kFragment)) ++counters_.delivered_msgs;
   counters_.delivered_bytes += d.len;
   if (deliver_fn_) deliver_fn_(d);
   return true;
 }
 
+void Engine::release(uint64_t position) {
+  released_ = std::max(released_, std::min(position, delivered_));
+}
+
 bool Engine::send_ack() {
-  if (received_ == acked_received_ && delivered_ == acked_delivered_) return false;
+  uint64_t done = consumed();
+  if (received_ == acked_received_ && done == acked_delivered_) return false;
   if (is_sequencer()) {
     acked_received_ = received_;
-    acked_delivered_ = delivered_;
+    acked_delivered_ = done;
     return false;
   }
   Peer* seq = peer_by_id(sequencer_);
   if (!seq || !seq->introduced) return false;
-  AckSlot a{received_, delivered_};
+  AckSlot a{received_, done};
   std::memcpy(ack_src_->data, &a, sizeof(a));
   if (!ep_.post_write_imm(seq->conn, *ack_src_, 0, seq->hello.ctrl, self_slot_ * sizeof(AckSlot),
                           sizeof(AckSlot), make_imm(ImmType::Ack, 0), 0, false))
     return false;
   acked_received_ = received_;
-  acked_delivered_ = delivered_;
+  acked_delivered_ = done;
   return true;
 }
 

@@ -55,6 +55,25 @@ SendResult Engine::send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pi
   return SendResult::Ok;
 }
 
+SendResult Engine::send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags,
+                             uint32_t total, std::span<const std::byte> chunk) {
+  if (!can_send()) return SendResult::NotReady;
+  if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe) ||
+      chunk.size() > cfg_.max_fragment || chunk.size() > total ||
+      flags != (kFragment | (flags & (kFragFirst | kFragLast))))
+    return SendResult::TooLarge;
+  if (large_.active) {
+    ++counters_.credit_stalls;
+    return SendResult::TryAgain;
+  }
+  if (!append_record(EntryKind::Data, g, group, pid, total, flags, chunk)) {
+    ++counters_.credit_stalls;
+    return SendResult::TryAgain;
+  }
+  if (!(flags & kFragLast)) --counters_.sent_msgs;  // a message counts once, at its end
+  return SendResult::Ok;
+}
+
 bool Engine::continue_large_send() {
   bool did = false;
   while (large_.active) {

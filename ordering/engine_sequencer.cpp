@@ -17,7 +17,7 @@ constexpr size_t kMaxRecordsPerSenderRound = 512;
 }
 
 uint64_t Engine::log_limit() const {
-  uint64_t oldest = delivered_;
+  uint64_t oldest = consumed();
   for (const Peer& p : peers_)
     if (!p.self) oldest = std::min(oldest, p.acked.delivered);
   return oldest + cfg_.log_bytes;

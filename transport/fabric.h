@@ -66,6 +66,11 @@ struct Region {
   size_t size = 0;
   uint32_t id = 0;  // endpoint-local identifier
   RemoteRegion remote{};
+  // A memfd holding the region's bytes from offset 0, owned by the endpoint,
+  // so that other local processes can map it (the daemon hands its log
+  // mirror to clients this way: zero-copy receive). -1 if the fabric's
+  // memory is not file-backed (sim).
+  int fd = -1;
 };
 
 enum class Op : uint8_t {

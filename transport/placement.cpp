@@ -2,6 +2,7 @@
 
 #include <hwloc.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -74,6 +75,22 @@ Placement pin_current_thread(const std::string& rdma_device, int preferred_core)
   return out;
 }
 
+namespace {
+
+void bind_to_node(void* p, size_t len, int numa_node) {
+  if (numa_node < 0) return;
+  hwloc_topology_t topo;
+  if (hwloc_topology_init(&topo) == 0 && hwloc_topology_load(topo) == 0) {
+    hwloc_bitmap_t nodes = hwloc_bitmap_alloc();
+    hwloc_bitmap_only(nodes, static_cast<unsigned>(numa_node));
+    hwloc_set_area_membind(topo, p, len, nodes, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET);
+    hwloc_bitmap_free(nodes);
+    hwloc_topology_destroy(topo);
+  }
+}
+
+}  // namespace
+
 void* alloc_placed(size_t bytes, int numa_node, bool& huge) {
   constexpr size_t kHuge = size_t{2} << 20;
   huge = false;
@@ -88,16 +105,41 @@ void* alloc_placed(size_t bytes, int numa_node, bool& huge) {
   size_t len = round_up(bytes == 0 ? 1 : bytes, 4096);
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  if (numa_node >= 0) {
-    hwloc_topology_t topo;
-    if (hwloc_topology_init(&topo) == 0 && hwloc_topology_load(topo) == 0) {
-      hwloc_bitmap_t nodes = hwloc_bitmap_alloc();
-      hwloc_bitmap_only(nodes, static_cast<unsigned>(numa_node));
-      hwloc_set_area_membind(topo, p, len, nodes, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET);
-      hwloc_bitmap_free(nodes);
-      hwloc_topology_destroy(topo);
+  bind_to_node(p, len, numa_node);
+  return p;
+}
+
+void* alloc_placed_shared(size_t bytes, int numa_node, bool& huge, int& fd) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  huge = false;
+  fd = -1;
+  if (bytes >= kHuge) {
+    int f = memfd_create("rcpg-region", MFD_CLOEXEC | MFD_HUGETLB);
+    size_t len = round_up(bytes, kHuge);
+    if (f >= 0 && ftruncate(f, static_cast<off_t>(len)) == 0) {
+      void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, f, 0);
+      if (p != MAP_FAILED) {
+        huge = true;
+        fd = f;
+        return p;
+      }
     }
+    if (f >= 0) close(f);
   }
+  size_t len = round_up(bytes == 0 ? 1 : bytes, 4096);
+  int f = memfd_create("rcpg-region", MFD_CLOEXEC);
+  if (f < 0) return nullptr;
+  if (ftruncate(f, static_cast<off_t>(len)) != 0) {
+    close(f);
+    return nullptr;
+  }
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+  if (p == MAP_FAILED) {
+    close(f);
+    return nullptr;
+  }
+  bind_to_node(p, len, numa_node);
+  fd = f;
   return p;
 }
 

@@ -26,4 +26,9 @@ Placement pin_current_thread(const std::string& rdma_device, int preferred_core 
 void* alloc_placed(size_t bytes, int numa_node, bool& huge);
 void free_placed(void* p, size_t bytes, bool huge);
 
+// Like alloc_placed, but the memory is a memfd mapped MAP_SHARED, so other
+// local processes can map the same pages (`fd` receives the file; the caller
+// owns it and closes it after free_placed).
+void* alloc_placed_shared(size_t bytes, int numa_node, bool& huge, int& fd);
+
 }  // namespace rcpg::transport

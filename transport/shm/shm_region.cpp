@@ -42,6 +42,7 @@ Region* ShmEndpoint::register_region(size_t bytes) {
   r->pub.size = bytes;
   r->pub.id = *id;
   r->pub.remote = RemoteRegion{reinterpret_cast<uint64_t>(r->map.data()), bytes, *id, 0};
+  r->pub.fd = r->map.fd();
   uint32_t s = RegionIds::slot(*id);
   if (regions_.size() <= s) regions_.resize(s + 1);
   regions_[s] = std::move(r);

@@ -162,6 +162,7 @@ struct RegionRec {
   void* mem = nullptr;
   size_t alloc_bytes = 0;
   bool huge = false;
+  int fd = -1;  // memfd behind mem
 };
 
 class VerbsEndpoint final : public Endpoint {

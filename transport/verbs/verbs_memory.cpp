@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "transport/placement.h"
 #include "transport/verbs/verbs_internal.h"
 
@@ -20,7 +22,9 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
   }
   auto rec = std::make_unique<RegionRec>();
   rec->alloc_bytes = bytes;
-  rec->mem = alloc_placed(bytes, -1, rec->huge);
+  // memfd-backed so the daemon can hand a region (its log mirror) to local
+  // clients for zero-copy receive; costs nothing on the data path.
+  rec->mem = alloc_placed_shared(bytes, -1, rec->huge, rec->fd);
   if (!rec->mem) {
     log("cannot allocate " + std::to_string(bytes) +
         " bytes for a region: " + std::strerror(errno));
@@ -38,6 +42,7 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
     log("ibv_reg_mr of " + std::to_string(bytes) + " bytes" + (rec->huge ? " (huge pages)" : "") +
         " failed: " + std::strerror(errno));
     free_placed(rec->mem, rec->alloc_bytes, rec->huge);
+    close(rec->fd);
     return nullptr;
   }
   uint32_t id;
@@ -55,6 +60,7 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
   r.remote.addr = reinterpret_cast<uintptr_t>(rec->mem);
   r.remote.length = bytes;
   r.remote.rkey = rec->mr->rkey;
+  r.fd = rec->fd;
   regions_[id] = std::move(rec);
   return &regions_[id]->region;
 }
@@ -69,6 +75,7 @@ void VerbsEndpoint::deregister(Region* region) {
   if (int rc = ibv_dereg_mr(rec->mr); rc != 0)
     log("ibv_dereg_mr(region " + std::to_string(region->id) + "): " + std::strerror(rc));
   free_placed(rec->mem, rec->alloc_bytes, rec->huge);
+  close(rec->fd);
   free_region_ids_.push_back(region->id);
   rec.reset();
 }
