@@ -210,6 +210,10 @@ void Engine::handle_completions() {
   while ((n = ep_.poll(wc)) > 0) {
     for (size_t i = 0; i < n; ++i) {
       const Completion& c = wc[i];
+      if ((c.op == Op::Write || c.op == Op::WriteImm) && (c.wr_id & kZeroCopyTag)) {
+        finish_send(c.wr_id & ~kZeroCopyTag, c.status == Status::Ok);
+        if (c.status == Status::Ok || c.status == Status::Flushed) continue;
+      }
       Peer* p = peer_by_conn(c.conn);
       if (c.status != Status::Ok) {
         if (c.status != Status::Flushed) {

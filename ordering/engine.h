@@ -19,8 +19,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -90,6 +92,8 @@ struct EngineCounters {
   uint64_t credit_stalls = 0;         // send() refused for lack of ring space
   uint64_t log_stalls = 0;            // sequencer waited for log space
   uint64_t zero_copy_deliveries = 0;  // delivered straight from the mirror
+  uint64_t zero_copy_sends = 0;       // payload left from the caller's buffer, no CPU copy
+  uint64_t copied_sends = 0;          // send_zero_copy() that had to copy (at the sequencer)
   uint64_t reassembled = 0;           // fragmented messages delivered whole
   uint64_t protocol_errors = 0;
 };
@@ -128,6 +132,20 @@ class Engine {
   SendResult send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags, uint32_t total,
                        std::span<const std::byte> chunk);
   size_t max_fragment() const { return cfg_.max_fragment; }
+
+  // Zero-copy send: only the header goes through the staging ring; the
+  // payload is RDMA-written into the sequencer's inbound ring straight from
+  // `src` (registered with this endpoint, e.g. a client's buffer pool via
+  // register_external). `src` bytes must stay unchanged until the send-done
+  // callback reports `ticket`. flags = 0 for a whole message, else a part as
+  // in send_part(). At the sequencer itself there is no wire: the payload is
+  // copied (into the staging ring, from which it is sequenced) and the
+  // ticket completes on the next progress().
+  SendResult send_zero_copy(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags,
+                            uint32_t total, const transport::Region& src, size_t off, size_t len,
+                            uint64_t ticket);
+  using SendDoneFn = std::function<void(uint64_t ticket, bool ok)>;
+  void on_send_done(SendDoneFn fn) { send_done_fn_ = std::move(fn); }
   // Fraction of the staging ring in use, 0..1 (drives CPG flow control).
   double send_backlog() const;
 
@@ -170,6 +188,17 @@ class Engine {
     Guarantee guarantee = Guarantee::Agreed;
     uint32_t group = 0, pid = 0, aux = 0;
   };
+  // A zero-copy payload waiting to be posted: it fills staging positions
+  // [pos, pos + len) but its bytes live in `src`.
+  struct External {
+    uint64_t pos = 0;
+    size_t len = 0;
+    const transport::Region* src = nullptr;
+    size_t off = 0;
+    uint64_t ticket = 0;
+  };
+  static constexpr size_t kMaxExternal = 256;
+  static constexpr uint64_t kZeroCopyTag = uint64_t{1} << 63;
   struct Reassembly {
     std::vector<std::byte> buf;
     size_t filled = 0;
@@ -185,8 +214,13 @@ class Engine {
   Peer* peer_by_id(NodeId id);
   void fail(const std::string& why);
   // engine_sender.cpp
-  bool append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid, uint32_t aux,
-                     uint16_t flags, std::span<const std::byte> payload);
+  // Copies `payload` after the header unless `copy` is false (zero-copy:
+  // the bytes are posted from elsewhere). Returns the payload's staging
+  // position, or 0 when the ring is full.
+  uint64_t append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid, uint32_t aux,
+                         uint16_t flags, std::span<const std::byte> payload, bool copy = true);
+  bool post_staging(transport::ConnId conn, uint64_t from, uint64_t to, bool signal_end);
+  void finish_send(uint64_t ticket, bool ok);
   bool continue_large_send();
   bool flush_staging();
   // engine_sequencer.cpp
@@ -204,9 +238,11 @@ class Engine {
   uint64_t consumed() const {
     return cfg_.hold_deliveries ? std::min(delivered_, released_) : delivered_;
   }
+  // Posts ring positions [from, to) (wrapping) to the same offsets at the
+  // remote ring; the last write carries imm(to) unless `imm` is nullopt.
   bool post_range(transport::ConnId conn, const transport::Region& local, size_t ring_size,
                   uint64_t from, uint64_t to, const transport::RemoteRegion& remote,
-                  uint64_t remote_base, ImmType imm);
+                  uint64_t remote_base, std::optional<ImmType> imm);
 
   transport::Endpoint& ep_;
   EngineConfig cfg_;
@@ -232,6 +268,11 @@ class Engine {
   std::vector<uint64_t> staging_marks_;
   uint64_t next_sseq_ = 1;
   LargeSend large_;
+  std::array<External, kMaxExternal> external_{};
+  uint64_t external_head_ = 0, external_tail_ = 0;    // queue of External, in staging order
+  std::array<uint64_t, kMaxExternal> copied_done_{};  // tickets completed without a wire
+  size_t copied_done_count_ = 0;
+  SendDoneFn send_done_fn_;
 
   // sequencer
   RingWriter log_writer_;

@@ -10,10 +10,11 @@ namespace rcpg::ordering {
 
 using namespace rcpg::transport;
 
-bool Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid, uint32_t aux,
-                           uint16_t flags, std::span<const std::byte> payload) {
+uint64_t Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
+                               uint32_t aux, uint16_t flags, std::span<const std::byte> payload,
+                               bool copy) {
   EntryHeader* h = staging_writer_.reserve(payload.size(), staging_credit_ + cfg_.inbound_bytes);
-  if (!h) return false;
+  if (!h) return 0;
   EntryHeader hdr;
   hdr.sseq = next_sseq_++;
   hdr.length = static_cast<uint32_t>(payload.size());
@@ -25,11 +26,11 @@ bool Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint32_t
   hdr.flags = flags;
   hdr.aux = aux;
   std::memcpy(h, &hdr, sizeof(hdr));
-  if (!payload.empty()) std::memcpy(h + 1, payload.data(), payload.size());
+  if (copy && !payload.empty()) std::memcpy(h + 1, payload.data(), payload.size());
   staging_marks_[hdr.sseq % staging_marks_.size()] = staging_writer_.tail;
   ++counters_.sent_msgs;
   counters_.sent_bytes += payload.size();
-  return true;
+  return staging_writer_.tail - record_bytes(payload.size()) + sizeof(EntryHeader);
 }
 
 SendResult Engine::send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
@@ -74,6 +75,44 @@ SendResult Engine::send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t
   return SendResult::Ok;
 }
 
+SendResult Engine::send_zero_copy(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags,
+                                  uint32_t total, const Region& src, size_t off, size_t len,
+                                  uint64_t ticket) {
+  if (!can_send()) return SendResult::NotReady;
+  bool part = flags != 0;
+  if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe) || len > cfg_.max_fragment ||
+      off > src.size || len > src.size - off || (ticket & kZeroCopyTag) ||
+      (part && (len > total || flags != (kFragment | (flags & (kFragFirst | kFragLast))))))
+    return SendResult::TooLarge;
+  if (large_.active || external_tail_ - external_head_ == kMaxExternal ||
+      copied_done_count_ == kMaxExternal) {
+    ++counters_.credit_stalls;
+    return SendResult::TryAgain;
+  }
+  std::span<const std::byte> payload{src.data + off, len};
+  // At the sequencer the staging ring is read directly: the bytes must be there.
+  bool wire = !is_sequencer() && len > 0;
+  uint64_t pos =
+      append_record(EntryKind::Data, g, group, pid, part ? total : 0, flags, payload, !wire);
+  if (pos == 0) {
+    ++counters_.credit_stalls;
+    return SendResult::TryAgain;
+  }
+  if (part && !(flags & kFragLast)) --counters_.sent_msgs;
+  if (wire) {
+    external_[external_tail_++ % kMaxExternal] = External{pos, len, &src, off, ticket};
+    ++counters_.zero_copy_sends;
+  } else {
+    copied_done_[copied_done_count_++] = ticket;
+    if (len > 0) ++counters_.copied_sends;
+  }
+  return SendResult::Ok;
+}
+
+void Engine::finish_send(uint64_t ticket, bool ok) {
+  if (send_done_fn_) send_done_fn_(ticket, ok);
+}
+
 bool Engine::continue_large_send() {
   bool did = false;
   while (large_.active) {
@@ -93,28 +132,73 @@ bool Engine::continue_large_send() {
 }
 
 bool Engine::post_range(ConnId conn, const Region& local, size_t ring, uint64_t from, uint64_t to,
-                        const RemoteRegion& remote, uint64_t remote_base, ImmType imm) {
+                        const RemoteRegion& remote, uint64_t remote_base,
+                        std::optional<ImmType> imm) {
   size_t off = from % ring;
   size_t len = static_cast<size_t>(to - from);
+  auto last = [&](size_t loff, uint64_t roff, size_t n) {
+    if (!imm) return ep_.post_write(conn, local, loff, remote, roff, n, 0, false);
+    return ep_.post_write_imm(conn, local, loff, remote, roff, n, make_imm(*imm, to), 0, false);
+  };
   if (off + len > ring) {
-    // The range wraps: the tail of the ring first, then the rest, signalled.
+    // The range wraps: the tail of the ring first, then the rest.
     size_t first = ring - off;
     if (!ep_.post_write(conn, local, off, remote, remote_base + off, first, 0, false)) return false;
-    return ep_.post_write_imm(conn, local, 0, remote, remote_base, len - first, make_imm(imm, to),
-                              0, false);
+    return last(0, remote_base, len - first);
   }
-  return ep_.post_write_imm(conn, local, off, remote, remote_base + off, len, make_imm(imm, to), 0,
-                            false);
+  return last(off, remote_base + off, len);
+}
+
+// Posts staging positions [from, to): plain ranges from the staging ring,
+// zero-copy payloads from their own regions, all on one connection so the
+// final immediate (when signal_end) covers every byte. staging_posted_
+// advances piece by piece, so a full send queue resumes where it stopped.
+bool Engine::post_staging(ConnId conn, uint64_t from, uint64_t to, bool signal_end) {
+  Peer* seq = peer_by_id(sequencer_);
+  const RemoteRegion& remote = seq->hello.inbound;
+  uint64_t base = self_slot_ * cfg_.inbound_bytes;
+  while (external_head_ != external_tail_) {
+    const External& x = external_[external_head_ % kMaxExternal];
+    if (x.pos >= to) break;
+    if (from < x.pos) {
+      if (!post_range(conn, *staging_, cfg_.inbound_bytes, from, x.pos, remote, base, std::nullopt))
+        return false;
+      staging_posted_ = from = x.pos;
+    }
+    uint64_t end = x.pos + x.len;
+    uint64_t roff = base + x.pos % cfg_.inbound_bytes;
+    uint64_t wr = kZeroCopyTag | x.ticket;
+    bool ok = signal_end && end == to
+                  ? ep_.post_write_imm(conn, *x.src, x.off, remote, roff, x.len,
+                                       make_imm(ImmType::Inbound, to), wr, true)
+                  : ep_.post_write(conn, *x.src, x.off, remote, roff, x.len, wr, true);
+    if (!ok) return false;
+    staging_posted_ = from = end;
+    ++external_head_;
+  }
+  if (from < to) {
+    if (!post_range(conn, *staging_, cfg_.inbound_bytes, from, to, remote, base,
+                    signal_end ? std::optional(ImmType::Inbound) : std::nullopt))
+      return false;
+    staging_posted_ = to;
+  }
+  return true;
 }
 
 bool Engine::flush_staging() {
-  if (is_sequencer() || staging_posted_ == staging_writer_.tail) return false;
+  bool did = false;
+  if (copied_done_count_ > 0) {
+    // Tickets of sends that needed no wire complete one round later, so the
+    // callback never runs inside send_zero_copy().
+    size_t n = copied_done_count_;
+    copied_done_count_ = 0;
+    for (size_t i = 0; i < n; ++i) finish_send(copied_done_[i], true);
+    did = true;
+  }
+  if (is_sequencer() || staging_posted_ == staging_writer_.tail) return did;
   Peer* seq = peer_by_id(sequencer_);
-  if (!seq || !seq->introduced) return false;
-  if (!post_range(seq->conn, *staging_, cfg_.inbound_bytes, staging_posted_, staging_writer_.tail,
-                  seq->hello.inbound, self_slot_ * cfg_.inbound_bytes, ImmType::Inbound))
-    return false;
-  staging_posted_ = staging_writer_.tail;
+  if (!seq || !seq->introduced) return did;
+  if (!post_staging(seq->conn, staging_posted_, staging_writer_.tail, true)) return true;
   ++counters_.inbound_batches;
   return true;
 }

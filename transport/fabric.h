@@ -156,6 +156,13 @@ class Endpoint {
   // Allocates and registers `bytes` of memory for local and remote access.
   // Returns nullptr (and logs why) when the fabric cannot provide it.
   virtual Region* register_region(size_t bytes) = 0;
+  // Registers memory that another local process shares with us: a memfd of
+  // at least `bytes`, sealed against shrinking and growing (so it cannot be
+  // truncated under the NIC or our memcpy). The endpoint maps it itself and
+  // does not take `fd`. Usable as the local side of operations only (the
+  // daemon posts clients' zero-copy buffers from it); it is not announced to
+  // peers. Returns nullptr (and logs why) on failure.
+  virtual Region* register_external(int fd, size_t bytes) = 0;
   virtual void deregister(Region* region) = 0;
 
   // --- connections ----------------------------------------------------

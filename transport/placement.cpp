@@ -1,7 +1,9 @@
 #include "transport/placement.h"
 
+#include <fcntl.h>
 #include <hwloc.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -141,6 +143,49 @@ void* alloc_placed_shared(size_t bytes, int numa_node, bool& huge, int& fd) {
   bind_to_node(p, len, numa_node);
   fd = f;
   return p;
+}
+
+SharedMap::~SharedMap() {
+  if (data_) munmap(data_, len_);
+}
+
+SharedMap& SharedMap::operator=(SharedMap&& o) noexcept {
+  if (this != &o) {
+    if (data_) munmap(data_, len_);
+    data_ = o.data_;
+    len_ = o.len_;
+    o.data_ = nullptr;
+    o.len_ = 0;
+  }
+  return *this;
+}
+
+bool SharedMap::map(int fd, size_t min_bytes, std::string& why) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    why = std::string("fstat of shared memory: ") + std::strerror(errno);
+    return false;
+  }
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (static_cast<unsigned>(seals) & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+                       (F_SEAL_SHRINK | F_SEAL_GROW)) {
+    why = "shared memory is not a memfd sealed against shrinking and growing";
+    return false;
+  }
+  if (st.st_size <= 0 || static_cast<uint64_t>(st.st_size) < min_bytes) {
+    why = "shared memory is smaller than " + std::to_string(min_bytes) + " bytes";
+    return false;
+  }
+  size_t len = static_cast<size_t>(st.st_size);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    why = std::string("mmap of shared memory: ") + std::strerror(errno);
+    return false;
+  }
+  if (data_) munmap(data_, len_);
+  data_ = static_cast<std::byte*>(p);
+  len_ = len;
+  return true;
 }
 
 void free_placed(void* p, size_t bytes, bool huge) {

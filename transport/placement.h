@@ -31,4 +31,25 @@ void free_placed(void* p, size_t bytes, bool huge);
 // owns it and closes it after free_placed).
 void* alloc_placed_shared(size_t bytes, int numa_node, bool& huge, int& fd);
 
+// A read-write MAP_SHARED mapping of a memfd some other process created.
+class SharedMap {
+ public:
+  SharedMap() = default;
+  ~SharedMap();
+  SharedMap(SharedMap&& o) noexcept : data_(o.data_), len_(o.len_) { o.data_ = nullptr; }
+  SharedMap& operator=(SharedMap&& o) noexcept;
+  SharedMap(const SharedMap&) = delete;
+  SharedMap& operator=(const SharedMap&) = delete;
+
+  // Maps `fd` (not taken) if it is a memfd of >= min_bytes sealed against
+  // shrinking and growing; false + why otherwise.
+  bool map(int fd, size_t min_bytes, std::string& why);
+  std::byte* data() const { return data_; }
+  size_t length() const { return len_; }
+
+ private:
+  std::byte* data_ = nullptr;
+  size_t len_ = 0;
+};
+
 }  // namespace rcpg::transport

@@ -5,9 +5,11 @@
 //    waits for its reply (requests on a connection are strictly sequential).
 //    The daemon may also send unsolicited one-byte-header `Wake` packets;
 //    the client skips them while waiting for a reply and drains them in
-//    cpg_dispatch. The socket is what cpg_fd_get returns: it is readable
-//    when events are pending (a Wake packet is queued) or the daemon is gone
-//    (POLLHUP), as with Corosync.
+//    cpg_dispatch. The socket is readable when events are pending (a Wake
+//    packet is queued) or the daemon is gone (POLLHUP). cpg_fd_get returns an
+//    epoll fd of the client's that watches this socket plus a client-local
+//    eventfd, so the client can keep the fd readable while events it has
+//    not dispatched yet remain in the ring (CS_DISPATCH_ONE).
 //  * Data: a memfd segment created by the daemon and passed with the Hello
 //    reply (SCM_RIGHTS), holding a request ring (client -> daemon: mcasts),
 //    an event ring (daemon -> client: deliveries and confchgs in log order)
@@ -32,7 +34,7 @@ inline constexpr const char* kDefaultSocket = "/run/rcpg/rcpgd.sock";
 inline constexpr const char* kSocketEnv = "RCPG_SOCKET";
 inline constexpr uint32_t kMagic = 0x47504352;  // "RCPG"
 inline constexpr uint32_t kVersion = 1;
-inline constexpr size_t kMaxGroupName = 128;    // CPG_MAX_NAME_LENGTH
+inline constexpr size_t kMaxGroupName = 128;       // CPG_MAX_NAME_LENGTH
 inline constexpr size_t kMaxControlBytes = 65536;  // largest control packet
 
 // ---------------------------------------------------------------- control
@@ -47,7 +49,7 @@ enum class MsgType : uint32_t {
   Status = 6,         // (empty) -> StatusText (rcpg-tool: human/JSON text)
   Finalize = 7,       // (empty) -> StatusReply; the daemon then closes
   // daemon -> client, unsolicited
-  Wake = 100,         // events are pending in the event ring
+  Wake = 100,  // events are pending in the event ring
 };
 
 struct MsgHeader {
@@ -82,17 +84,20 @@ struct HelloRequest {
   uint32_t magic = kMagic;
   uint32_t version = kVersion;
   uint32_t pid = 0;
-  uint32_t reserved = 0;
+  // cpg_model_v1_data_t::flags; CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF (1)
+  // asks for a TotemConfchg event right after each successful Join.
+  uint32_t model_flags = 0;
 };
+inline constexpr uint32_t kDeliverInitialTotemConf = 1;
 
 struct HelloReply {
   Status status = Status::Ok;
   uint32_t nodeid = 0;
-  uint64_t segment_bytes = 0;    // size of the segment memfd (fd 0)
-  uint64_t log_bytes = 0;        // size of the log mirror memfd (fd 1), 0 = not shared
-  uint32_t max_atomic_msg = 0;   // what cpg_max_atomic_msgsize_get reports
-  uint32_t max_msg_bytes = 0;    // largest message the daemon accepts at all (0 = 1 GiB)
-  uint64_t ring_id_seq = 0;      // current view (totem ring id)
+  uint64_t segment_bytes = 0;   // size of the segment memfd (fd 0)
+  uint64_t log_bytes = 0;       // size of the log mirror memfd (fd 1), 0 = not shared
+  uint32_t max_atomic_msg = 0;  // what cpg_max_atomic_msgsize_get reports
+  uint32_t max_msg_bytes = 0;   // largest message the daemon accepts at all (0 = 1 GiB)
+  uint64_t ring_id_seq = 0;     // current view (totem ring id)
   uint32_t ring_id_nodeid = 0;
   uint32_t reserved = 0;
 };
@@ -170,9 +175,9 @@ struct RingControl {
 enum class RecordType : uint32_t {
   Pad = 0,
   // request ring
-  Mcast = 1,          // McastRecord + payload
-  McastChunk = 2,     // McastRecord + part of a message larger than one record
-  ZcbMcast = 3,       // ZcbRecord (payload in the pool)
+  Mcast = 1,       // McastRecord + payload
+  McastChunk = 2,  // McastRecord + part of a message larger than one record
+  ZcbMcast = 3,    // ZcbRecord (payload in the pool)
   // event ring
   Deliver = 10,       // DeliverRecord (+ payload when inline)
   Confchg = 11,       // ConfchgRecord + MemberEntry[member + left + joined]
@@ -198,12 +203,18 @@ struct McastRecord {
 inline constexpr uint32_t kChunkFirst = 1;
 inline constexpr uint32_t kChunkLast = 2;
 
+// Every cpg_zcb_alloc buffer has this many bytes in front of its payload
+// (pool_offset - kZcbHeadroom is still inside the pool) that belong to the
+// daemon while it handles the ZcbRecord, e.g. to put an entry header there
+// so that header and payload leave in one write. Payloads are 64-byte aligned.
+inline constexpr size_t kZcbHeadroom = 64;
+
 struct ZcbRecord {
   uint32_t guarantee = 0;
   uint32_t reserved = 0;
   uint64_t pool_offset = 0;  // payload offset from the segment start
   uint64_t bytes = 0;
-  uint64_t ticket = 0;       // completion is reported in SegmentHeader::zcb_done
+  uint64_t ticket = 0;  // completion is reported in SegmentHeader::zcb_done
 };
 
 enum class DeliverSource : uint32_t {
@@ -250,7 +261,9 @@ struct SegmentHeader {
   // Client -> daemon: log position up to which the client has handled its
   // Deliver records (the daemon may then let the log be overwritten).
   Counter released;
-  // Daemon -> client: last ZcbRecord ticket handled, and its outcome.
+  // Daemon -> client: last ZcbRecord ticket handled, and its outcome. The
+  // daemon stores zcb_status first, then zcb_done (release); tickets start
+  // at 1 and a client has at most one ZcbRecord outstanding.
   Counter zcb_done;
   Counter zcb_status;  // a Status value
   // Daemon -> client: CPG_FLOW_CONTROL_ENABLED (1) when the client should slow down.

@@ -2,7 +2,10 @@
 // verbs). Each test talks to a PeerAgent; for shm and verbs that agent is a
 // different process (on a different soft-RoCE host for verbs), so data that
 // round-trips through it really crossed the fabric.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdlib>
@@ -234,6 +237,53 @@ TEST_P(Conformance, WriteThenReadBackAllSizes) {
     EXPECT_EQ(r->op, Op::Read);
     EXPECT_EQ(std::memcmp(out->data, in->data, size), 0);
   }
+}
+
+// Memory another local process shares (a client's buffer pool at the
+// daemon) works as the local side of writes, and the region's own memfd
+// (Region::fd) shows the same bytes to anyone who maps it.
+TEST_P(Conformance, ExternalMemoryIsASourceOfWrites) {
+  auto addr = peer();
+  auto ep = tester();
+  ConnId c = open(*ep, addr);
+  const RemoteRegion remote = *conns_[c].region;
+  const size_t kBytes = size_t{1} << 20;
+  int fd = memfd_create("conformance-pool", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kBytes)), 0);
+  // Unsealed memory could be truncated under the fabric: refused.
+  EXPECT_EQ(ep->register_external(fd, kBytes), nullptr);
+  ASSERT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  EXPECT_EQ(ep->register_external(fd, kBytes * 2), nullptr);  // larger than the file
+  Region* ext = ep->register_external(fd, kBytes);
+  ASSERT_NE(ext, nullptr);
+  auto* view =
+      static_cast<std::byte*>(mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(view, MAP_FAILED);
+  close(fd);                       // the endpoint keeps its own mapping
+  fill_pattern(view, kBytes, 77);  // written by "the other process"
+  Region* in = ep->register_region(kBytes);
+  ASSERT_NE(in, nullptr);
+  uint64_t wr = 500;
+  ASSERT_TRUE(ep->post_write(c, *ext, 4096, remote, 8, 60000, ++wr));
+  auto w = wait_completion(*ep, wr);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->status, Status::Ok);
+  ASSERT_TRUE(ep->post_read(c, *in, 0, remote, 8, 60000, ++wr));
+  auto r = wait_completion(*ep, wr);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(std::memcmp(view + 4096, in->data, 60000), 0);
+  if (in->fd >= 0) {  // sim memory is not file-backed
+    auto* mirror =
+        static_cast<const std::byte*>(mmap(nullptr, kBytes, PROT_READ, MAP_SHARED, in->fd, 0));
+    ASSERT_NE(mirror, MAP_FAILED);
+    EXPECT_EQ(std::memcmp(mirror, in->data, 60000), 0);
+    munmap(const_cast<std::byte*>(mirror), kBytes);
+  } else {
+    EXPECT_EQ(GetParam(), std::string("sim"));
+  }
+  ep->deregister(ext);
+  munmap(view, kBytes);
 }
 
 TEST_P(Conformance, WriteWithImmediateArrivesAfterItsData) {

@@ -110,6 +110,7 @@ struct Conn {
 struct LocalRegion {
   Region pub;
   Mapping map;
+  bool local_only = false;  // register_external: never announced to peers
 };
 
 class ShmEndpoint final : public Endpoint {
@@ -120,6 +121,7 @@ class ShmEndpoint final : public Endpoint {
   NodeId node_id() const override { return cfg_.node_id; }
 
   Region* register_region(size_t bytes) override;
+  Region* register_external(int fd, size_t bytes) override;
   void deregister(Region* region) override;
 
   ConnId connect(std::string_view address, NodeId peer) override;

@@ -1,5 +1,9 @@
 // shm fabric: registered memory. Our regions are sealed memfds that every
 // connected peer maps; the peers' regions are mapped here as they arrive.
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "transport/shm/shm_endpoint_impl.h"
@@ -64,11 +68,41 @@ Region* ShmEndpoint::register_region(size_t bytes) {
   return &regions_[s]->pub;
 }
 
+Region* ShmEndpoint::register_external(int fd, size_t bytes) {
+  std::optional<uint32_t> id = region_ids_.allocate();
+  if (!id) {
+    log("rcpg shm: register_external: too many regions");
+    return nullptr;
+  }
+  auto r = std::make_unique<LocalRegion>();
+  std::string why;
+  int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0 || !r->map.attach(own, bytes, why)) {
+    region_ids_.release(*id);
+    log("rcpg shm: register_external: " + (own < 0 ? std::string(std::strerror(errno)) : why));
+    return nullptr;
+  }
+  r->local_only = true;
+  r->pub.data = r->map.data();
+  r->pub.size = bytes;
+  r->pub.id = *id;
+  r->pub.remote = RemoteRegion{~uint64_t{0}, 0, ~uint32_t{0}, 0};
+  uint32_t s = RegionIds::slot(*id);
+  if (regions_.size() <= s) regions_.resize(s + 1);
+  regions_[s] = std::move(r);
+  return &regions_[s]->pub;
+}
+
 void ShmEndpoint::deregister(Region* region) {
   if (!region) return;
   LocalRegion* lr = find_local(*region);
   if (!lr || &lr->pub != region) return;
   uint32_t id = region->id;
+  if (lr->local_only) {
+    region_ids_.release(id);
+    regions_[RegionIds::slot(id)].reset();
+    return;
+  }
   MsgHeader h;
   h.type = MsgType::Deregister;
   h.key = id;

@@ -439,7 +439,7 @@ bool ShmEndpoint::send_snapshot(Conn& c) {
       c.sent_snapshot = true;
       if (!send_ctrl(c, std::move(setup))) return false;
       for (const auto& r : regions_) {
-        if (!r) continue;
+        if (!r || r->local_only) continue;
         OutMsg rm;
         if (!region_message(*r, rm, why)) break;
         if (!send_ctrl(c, std::move(rm))) return false;

@@ -36,6 +36,24 @@ Region* SimEndpoint::register_region(size_t bytes) {
   return &it->second.region;
 }
 
+Region* SimEndpoint::register_external(int fd, size_t bytes) {
+  if (dead_) return nullptr;
+  OwnedRegion owned;
+  std::string why;
+  if (!owned.shared.map(fd, bytes, why)) {
+    log("register_external: " + why);
+    return nullptr;
+  }
+  uint32_t id = next_region_++;
+  owned.region.data = owned.shared.data();
+  owned.region.size = bytes;
+  owned.region.id = id;
+  // Local use only: a key no remote operation will find.
+  owned.region.remote = RemoteRegion{~uint64_t{0}, 0, ~uint32_t{0}, 0};
+  auto [it, ok] = regions_.emplace(id, std::move(owned));
+  return &it->second.region;
+}
+
 void SimEndpoint::deregister(Region* region) {
   if (region) regions_.erase(region->id);
 }

@@ -10,6 +10,7 @@
 
 #include "transport/auth.h"
 #include "transport/fabric.h"
+#include "transport/placement.h"
 #include "transport/sim/sim_world.h"
 
 namespace rcpg::transport {
@@ -21,6 +22,7 @@ class SimEndpoint final : public Endpoint {
 
   NodeId node_id() const override { return cfg_.node_id; }
   Region* register_region(size_t bytes) override;
+  Region* register_external(int fd, size_t bytes) override;
   void deregister(Region* region) override;
   ConnId connect(std::string_view address, NodeId peer) override;
   void disconnect(ConnId conn) override;
@@ -55,6 +57,7 @@ class SimEndpoint final : public Endpoint {
   };
   struct OwnedRegion {
     std::unique_ptr<std::byte[]> bytes;
+    SharedMap shared;  // register_external
     Region region;
   };
 

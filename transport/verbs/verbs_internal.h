@@ -46,6 +46,7 @@
 
 #include "transport/auth.h"
 #include "transport/fabric.h"
+#include "transport/placement.h"
 
 namespace rcpg::transport::verbs {
 
@@ -162,7 +163,8 @@ struct RegionRec {
   void* mem = nullptr;
   size_t alloc_bytes = 0;
   bool huge = false;
-  int fd = -1;  // memfd behind mem
+  int fd = -1;         // memfd behind mem
+  SharedMap external;  // register_external: someone else's memfd, mapped here
 };
 
 class VerbsEndpoint final : public Endpoint {
@@ -173,6 +175,7 @@ class VerbsEndpoint final : public Endpoint {
 
   NodeId node_id() const override { return cfg_.node_id; }
   Region* register_region(size_t bytes) override;
+  Region* register_external(int fd, size_t bytes) override;
   void deregister(Region* region) override;
   ConnId connect(std::string_view address, NodeId peer) override;
   void disconnect(ConnId conn) override;
@@ -287,6 +290,7 @@ class VerbsEndpoint final : public Endpoint {
   uint32_t closing_ = 0;       // connections in ConnState::Closing
   std::vector<ConnId> dirty_;  // connections with receive slots to repost
 
+  uint32_t take_region_id();
   std::vector<std::unique_ptr<RegionRec>> regions_;
   std::vector<uint32_t> free_region_ids_;
 

@@ -45,14 +45,7 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
     close(rec->fd);
     return nullptr;
   }
-  uint32_t id;
-  if (!free_region_ids_.empty()) {
-    id = free_region_ids_.back();
-    free_region_ids_.pop_back();
-  } else {
-    id = static_cast<uint32_t>(regions_.size());
-    regions_.emplace_back();
-  }
+  uint32_t id = take_region_id();
   Region& r = rec->region;
   r.data = static_cast<std::byte*>(rec->mem);
   r.size = bytes;
@@ -65,6 +58,40 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
   return &regions_[id]->region;
 }
 
+Region* VerbsEndpoint::register_external(int fd, size_t bytes) {
+  auto rec = std::make_unique<RegionRec>();
+  std::string why;
+  if (bytes == 0 || !rec->external.map(fd, bytes, why)) {
+    log("register_external: " + (bytes == 0 ? std::string("empty region") : why));
+    return nullptr;
+  }
+  // Local access only: this memory is a source of writes, never a target.
+  rec->mr = ibv_reg_mr(pd_, rec->external.data(), bytes, IBV_ACCESS_LOCAL_WRITE);
+  if (!rec->mr) {
+    log("ibv_reg_mr of " + std::to_string(bytes) +
+        " bytes of shared memory failed: " + std::strerror(errno));
+    return nullptr;
+  }
+  uint32_t id = take_region_id();
+  Region& r = rec->region;
+  r.data = rec->external.data();
+  r.size = bytes;
+  r.id = id;
+  r.remote = RemoteRegion{0, 0, 0, 0};
+  regions_[id] = std::move(rec);
+  return &regions_[id]->region;
+}
+
+uint32_t VerbsEndpoint::take_region_id() {
+  if (!free_region_ids_.empty()) {
+    uint32_t id = free_region_ids_.back();
+    free_region_ids_.pop_back();
+    return id;
+  }
+  regions_.emplace_back();
+  return static_cast<uint32_t>(regions_.size() - 1);
+}
+
 void VerbsEndpoint::deregister(Region* region) {
   if (!region || region->id >= regions_.size()) return;
   auto& rec = regions_[region->id];
@@ -74,8 +101,8 @@ void VerbsEndpoint::deregister(Region* region) {
   }
   if (int rc = ibv_dereg_mr(rec->mr); rc != 0)
     log("ibv_dereg_mr(region " + std::to_string(region->id) + "): " + std::strerror(rc));
-  free_placed(rec->mem, rec->alloc_bytes, rec->huge);
-  close(rec->fd);
+  if (rec->mem) free_placed(rec->mem, rec->alloc_bytes, rec->huge);
+  if (rec->fd >= 0) close(rec->fd);
   free_region_ids_.push_back(region->id);
   rec.reset();
 }
