@@ -66,6 +66,8 @@ bool Engine::start(std::string& why) {
   peers_[self_slot_].connected = peers_[self_slot_].introduced = true;
   sequencer_ = nodes.front().id;
   reassembly_.resize(nodes.size());
+  ahead_blocked_.assign(nodes.size(), 0);
+  early_.reserve(kMaxEarly);
 
   size_t n = nodes.size();
   log_ = ep_.register_region(cfg_.log_bytes);

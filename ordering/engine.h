@@ -75,6 +75,13 @@ struct Delivery {
   // whole message's length). 0 for a whole message.
   uint16_t flags = 0;
   uint64_t total = 0;
+  // Delivered ahead of a SAFE entry that is still waiting for stability
+  // (UNORDERED / FIFO only; see docs/GUARANTEES.md).
+  bool early = false;
+  // hold_deliveries: once this delivery is handled, release(release_to) may
+  // be called. Equal to `position` except for early deliveries, whose space
+  // is freed only when in-order delivery passes them.
+  uint64_t release_to = 0;
   // Log position just past the entry (past its last fragment): the same at
   // every member. A SAFE delivery happens only once every member's
   // received_position() has reached it (checked by the simulation tests).
@@ -92,6 +99,7 @@ struct EngineCounters {
   uint64_t credit_stalls = 0;         // send() refused for lack of ring space
   uint64_t log_stalls = 0;            // sequencer waited for log space
   uint64_t zero_copy_deliveries = 0;  // delivered straight from the mirror
+  uint64_t early_deliveries = 0;      // UNORDERED/FIFO delivered ahead of a waiting SAFE entry
   uint64_t zero_copy_sends = 0;       // payload left from the caller's buffer, no CPU copy
   uint64_t copied_sends = 0;          // send_zero_copy() that had to copy (at the sequencer)
   uint64_t reassembled = 0;           // fragmented messages delivered whole
@@ -231,7 +239,9 @@ class Engine {
   uint64_t log_limit() const;
   // engine_member.cpp
   bool deliver();
-  bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end);
+  bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end,
+                     bool early = false);
+  void deliver_ahead(uint64_t from);
   bool send_ack();
   // Log space this node no longer needs: delivered (and released, in
   // hold_deliveries mode).
@@ -290,6 +300,11 @@ class Engine {
   uint64_t acked_received_ = 0, acked_delivered_ = 0;
   uint64_t expected_gseq_ = 1;
   std::vector<Reassembly> reassembly_;  // per sender slot
+  // Positions of entries delivered early (ascending), skipped when in-order
+  // delivery reaches them; bounded by kMaxEarly.
+  static constexpr size_t kMaxEarly = 1024;
+  std::vector<uint64_t> early_;
+  std::vector<uint8_t> ahead_blocked_;  // per sender slot, scratch for deliver_ahead
 
   EngineCounters counters_;
   bool failed_ = false;

@@ -19,6 +19,7 @@ bool Engine::deliver() {
   RingReader reader{log_->data, cfg_.log_bytes};
   uint64_t pos = delivered_;
   size_t n = 0;
+  size_t skipped = 0;
   while (n < kMaxDeliveriesPerRound) {
     const EntryHeader* h = reader.next(pos, received_);
     if (!h) {
@@ -32,18 +33,68 @@ bool Engine::deliver() {
            std::to_string(h->gseq) + ", expected " + std::to_string(expected_gseq_) + ")");
       return n > 0;
     }
-    bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
-    if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) break;
-    if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1), pos + bytes)) return n > 0;
+    if (skipped < early_.size() && early_[skipped] == pos) {
+      ++skipped;  // delivered ahead already
+    } else {
+      bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
+      if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) {
+        early_.erase(early_.begin(), early_.begin() + static_cast<std::ptrdiff_t>(skipped));
+        skipped = 0;
+        deliver_ahead(pos);
+        break;
+      }
+      if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1), pos + bytes)) return n > 0;
+    }
     pos += bytes;
     delivered_ = pos;
     ++expected_gseq_;
     ++n;
   }
+  early_.erase(early_.begin(), early_.begin() + static_cast<std::ptrdiff_t>(skipped));
   return n > 0;
 }
 
-bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end) {
+// A SAFE entry at `from` waits for stability. UNORDERED and FIFO messages
+// behind it need not wait: deliver them now, except (a) across a Join, Leave
+// or View entry (membership changes stay ordered with every message, which
+// virtual synchrony needs), (b) a FIFO message whose sender has an earlier
+// entry still held (FIFO per sender), (c) fragments (reassembly is in
+// order). They are remembered in early_ and skipped in order later.
+void Engine::deliver_ahead(uint64_t from) {
+  if (early_.size() >= kMaxEarly) return;
+  RingReader reader{log_->data, cfg_.log_bytes};
+  std::fill(ahead_blocked_.begin(), ahead_blocked_.end(), 0);
+  uint64_t pos = from;
+  size_t next_early = 0;  // early_ entries below pos
+  size_t scanned = 0;
+  while (scanned++ < kMaxEarly && early_.size() < kMaxEarly) {
+    const EntryHeader* h = reader.next(pos, received_);
+    if (!h || h->kind != EntryKind::Data) return;
+    size_t off = pos % cfg_.log_bytes;
+    size_t bytes = record_bytes(h->length);
+    if (bytes > cfg_.log_bytes - off || pos + bytes > received_) return;  // deliver() reports it
+    while (next_early < early_.size() && early_[next_early] < pos) ++next_early;
+    bool done = next_early < early_.size() && early_[next_early] == pos;
+    Peer* p = peer_by_id(h->sender);
+    if (!done && p) {
+      bool fifo_ok = h->guarantee == Guarantee::Unordered ||
+                     (h->guarantee == Guarantee::Fifo && !ahead_blocked_[p->slot]);
+      if (fifo_ok && !(h->flags & kFragment)) {
+        if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1), pos + bytes, true))
+          return;
+        early_.insert(early_.begin() + static_cast<std::ptrdiff_t>(next_early), pos);
+        ++counters_.early_deliveries;
+        if (failed_ || delivery_paused_) return;
+      } else if (h->guarantee != Guarantee::Unordered) {
+        ahead_blocked_[p->slot] = 1;
+      }
+    }
+    pos += bytes;
+  }
+}
+
+bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end,
+                           bool early) {
   // Our own record is back: the sequencer consumed our inbound ring up to it.
   // Not at the sequencer: it takes credit as it sequences (sequence_inbound),
   // so more of its records than staging_marks_ has slots can be waiting for
@@ -52,6 +103,8 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
     staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
   d.position = end;
+  d.early = early;
+  d.release_to = early ? delivered_ : end;
   d.kind = h.kind;
   d.guarantee = h.guarantee;
   d.sender = h.sender;

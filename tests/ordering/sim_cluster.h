@@ -10,10 +10,10 @@
 //    sseq, gseq, log position) - View, Join, Leave and Data alike - is a prefix
 //    of the longest one; gseq and position strictly increase at every node;
 //  * the first entry is the View (sequencer = lowest id, all configured nodes);
-//  * FIFO, no duplicate, no gap: the k-th message a node delivers from sender
-//    S is the k-th message S's send() accepted, with the sseq of its last
-//    fragment, its kind, guarantee, group, pid, length and payload bytes
-//    (payloads are a pure function of (sender, message counter));
+//  * FIFO, no duplicate, no gap: the k-th non-UNORDERED message a node
+//    delivers from sender S is S's k-th accepted non-UNORDERED one (UNORDERED
+//    data: exactly once), identified by the sseq of its last fragment, its kind, guarantee, group,
+//    pid, length and payload bytes (payloads are a pure function of (sender, message counter));
 //  * SAFE: when a SAFE message ending at log position P is delivered anywhere,
 //    every node's received_position() is >= P; no node's stability watermark
 //    is ahead of any node's received position;
@@ -26,10 +26,11 @@
 //    consumed the whole log;
 //  * a large send's buffer is not read after large_send_pending() turns
 //    false, a small one's not after send() returns (both are clobbered).
-// The total-order check covers all four guarantees because the engine
-// delivers all of them in log order today; should UNORDERED/FIFO take a
-// shorter path, relax on_delivery's prefix check for them (FIFO per sender
-// stays checked).
+// UNORDERED and FIFO data may be delivered ahead of a SAFE entry waiting for
+// stability, so the total-order and monotonic-position checks cover only
+// AGREED/SAFE data and Join/Leave/View entries; FIFO (per sender, for all but
+// UNORDERED data), exactly-once and no-loss cover everything. An early
+// delivery must never be behind the in-order frontier.
 #pragma once
 
 #include <cstdint>
@@ -93,6 +94,7 @@ struct ClusterStats {
   uint64_t actions = 0, world_steps = 0, progress_calls = 0;
   uint64_t send_ok = 0, send_try_again = 0, send_not_ready = 0;
   uint64_t deliveries = 0, safe_deliveries = 0, large_msgs = 0, replies = 0;
+  uint64_t early_deliveries = 0;
   uint64_t credit_stalls = 0, log_stalls = 0, reassembled = 0, log_wraps = 0;
   void add(const ClusterStats& o);
 };
@@ -136,7 +138,8 @@ class SimCluster {
   ClusterStats stats() const;
   const std::vector<Delivered>& delivered(size_t i) const { return nodes_[i].record; }
   const std::vector<SentMsg>& sent(size_t i) const { return nodes_[i].sent; }
-  size_t delivered_count(size_t i) const { return nodes_[i].next_index; }
+  // Entries node i delivered (all kinds and guarantees).
+  size_t delivered_count(size_t i) const { return nodes_[i].delivered_total; }
 
   // Test-only: feed the checker a delivery as if node i's engine made it (to
   // prove the checker catches bad deliveries).
@@ -165,9 +168,12 @@ class SimCluster {
     std::vector<std::byte> scratch;     // payload of the send being made (reused)
     std::vector<std::byte> large_hold;  // payload of a large send in progress
     // receiver state
-    size_t next_index = 0;
+    size_t next_index = 0;  // next index in the total order (ordered entries only)
+    size_t delivered_total = 0;
     uint64_t last_gseq = 0, last_position = 0;
-    std::vector<uint64_t> from;  // messages delivered from each sender (slot)
+    std::vector<uint64_t> from;             // messages delivered from each sender (slot)
+    std::vector<std::vector<uint8_t>> got;  // per sender: message index delivered?
+    std::vector<size_t> fifo_next;  // per sender: first non-UNORDERED message not yet delivered
     std::vector<Delivered> record;
   };
 

@@ -66,12 +66,14 @@ std::string replay_command(uint64_t seed) {
 void print_stats(const ClusterStats& s, uint64_t seeds) {
   std::printf(
       "  per seed: %.0f actions, %.0f world steps, %.0f progress calls, %.0f sends accepted,\n"
-      "            %.0f TryAgain, %.0f deliveries (%.0f SAFE), %.1f large msgs, %.1f log wraps,\n"
+      "            %.0f TryAgain, %.0f deliveries (%.0f SAFE, %.1f early), %.1f large msgs,\n"
+      "            %.1f log wraps,\n"
       "            %.1f credit stalls, %.1f log stalls, %.1f sends from delivery callbacks\n",
       double(s.actions) / seeds, double(s.world_steps) / seeds, double(s.progress_calls) / seeds,
       double(s.send_ok) / seeds, double(s.send_try_again) / seeds, double(s.deliveries) / seeds,
-      double(s.safe_deliveries) / seeds, double(s.large_msgs) / seeds, double(s.log_wraps) / seeds,
-      double(s.credit_stalls) / seeds, double(s.log_stalls) / seeds, double(s.replies) / seeds);
+      double(s.safe_deliveries) / seeds, double(s.early_deliveries) / seeds,
+      double(s.large_msgs) / seeds, double(s.log_wraps) / seeds, double(s.credit_stalls) / seeds,
+      double(s.log_stalls) / seeds, double(s.replies) / seeds);
 }
 
 TEST(SimOrdering, RandomSeeds) {
@@ -189,8 +191,8 @@ TEST(SimOrdering, CheckerCatchesDuplicate) {
 TEST(SimOrdering, CheckerCatchesReorder) {
   SimCluster c(small_options(3, 12));
   ASSERT_TRUE(c.connect_all());
-  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 10}), SendResult::Ok);
-  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 20}), SendResult::Ok);
+  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Agreed, 10}), SendResult::Ok);
+  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Agreed, 20}), SendResult::Ok);
   for (int r = 0; r < 20; ++r) {  // nodes 1 and 2 deliver both, node 3 nothing yet
     c.run_world(SIZE_MAX);
     c.progress(0);
@@ -214,10 +216,11 @@ TEST(SimOrdering, CheckerCatchesFifoGap) {
   ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 20}), SendResult::Ok);
   ASSERT_TRUE(c.quiesce()) << c.violation();
   ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 30}), SendResult::Ok);
-  // Node 3 delivers node 2's message #1 once more where #2 is due.
+  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 40}), SendResult::Ok);
+  // Node 3 delivers node 2's message #3 where #2 is due.
   const Delivered& last = c.delivered(2).back();
-  auto payload = SimCluster::make_payload(c.sent(1)[1].spec, 2, 1);
-  c.inject_delivery(2, as_delivery(c.sent(1)[1], 2, payload, last.gseq + 1, last.position + 64));
+  auto payload = SimCluster::make_payload(c.sent(1)[3].spec, 2, 3);
+  c.inject_delivery(2, as_delivery(c.sent(1)[3], 2, payload, last.gseq + 2, last.position + 128));
   EXPECT_FALSE(c.ok());
   EXPECT_NE(c.violation().find("FIFO"), std::string::npos) << c.violation();
 }
@@ -272,6 +275,40 @@ TEST(SimOrdering, CheckerCatchesEarlySafe) {
 }
 
 // --- targeted scenarios -------------------------------------------------------
+
+// UNORDERED and FIFO messages do not wait behind a SAFE entry that waits for
+// a slow member; AGREED ones, and FIFO ones whose sender has an earlier
+// entry held, do. Everything arrives once the member catches up.
+TEST(SimOrdering, UnorderedAndFifoOvertakeAWaitingSafe) {
+  SimCluster c(small_options(3, 16));
+  ASSERT_TRUE(c.connect_all());
+  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Safe, 100}), SendResult::Ok);
+  ASSERT_EQ(c.send(1, {EntryKind::Data, Guarantee::Fifo, 11}), SendResult::Ok);  // held: FIFO
+  c.progress(1);  // to the sequencer, which logs them first
+  c.run_world(SIZE_MAX);
+  c.progress(0);
+  ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Fifo, 10}), SendResult::Ok);       // early
+  ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Agreed, 12}), SendResult::Ok);     // held
+  ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Fifo, 13}), SendResult::Ok);       // held: FIFO
+  ASSERT_EQ(c.send(0, {EntryKind::Data, Guarantee::Unordered, 14}), SendResult::Ok);  // early
+  for (int r = 0; r < 20; ++r) {  // node 3 does not progress: nothing becomes stable
+    c.run_world(SIZE_MAX);
+    c.progress(0);
+    c.progress(1);
+  }
+  ASSERT_TRUE(c.ok()) << c.violation();
+  for (size_t i : {0u, 1u}) {
+    ASSERT_EQ(c.delivered(i).size(), 3u)
+        << "node " << i + 1;  // the View, then FIFO 10 and UNORDERED 14
+    EXPECT_EQ(c.delivered(i)[1].len, 10u);
+    EXPECT_EQ(c.delivered(i)[2].len, 14u);
+    EXPECT_EQ(c.engine(i).counters().early_deliveries, 2u);
+  }
+  ASSERT_TRUE(c.quiesce()) << c.violation();
+  c.check_no_loss();
+  ASSERT_TRUE(c.ok()) << c.violation();
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(c.delivered_count(i), 7u);  // view + 6
+}
 
 // Senders that outrun the sequencer get TryAgain, never lose what was accepted.
 TEST(SimOrdering, BackPressure) {
