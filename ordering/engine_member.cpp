@@ -20,7 +20,8 @@ bool Engine::deliver() {
   uint64_t pos = delivered_;
   size_t n = 0;
   size_t skipped = 0;
-  while (n < kMaxDeliveriesPerRound) {
+  // A delivery callback may pause delivery (its consumer is full): stop at once.
+  while (n < kMaxDeliveriesPerRound && !delivery_paused_) {
     const EntryHeader* h = reader.next(pos, received_);
     if (!h) {
       delivered_ = pos;  // padding skipped at the end counts as consumed

@@ -202,6 +202,10 @@ struct McastRecord {
 };
 inline constexpr uint32_t kChunkFirst = 1;
 inline constexpr uint32_t kChunkLast = 2;
+// DeliverRecord only: a part of a chunked message that is neither its first
+// nor its last (so flags == 0 always means a whole message). McastChunk
+// records need no such flag: their record type says they are parts.
+inline constexpr uint32_t kChunkMiddle = 4;
 
 // Every cpg_zcb_alloc buffer has this many bytes in front of its payload
 // (pool_offset - kZcbHeadroom is still inside the pool) that belong to the
@@ -226,7 +230,7 @@ struct DeliverRecord {
   uint32_t nodeid = 0;
   uint32_t pid = 0;
   DeliverSource source = DeliverSource::Inline;
-  uint32_t flags = 0;        // kChunkFirst | kChunkLast for parts of a large message
+  uint32_t flags = 0;        // kChunkFirst | kChunkLast | kChunkMiddle for parts of a large message
   uint64_t bytes = 0;        // payload bytes of this record
   uint64_t total_bytes = 0;  // whole message (== bytes unless chunked)
   uint64_t log_offset = 0;   // Log source

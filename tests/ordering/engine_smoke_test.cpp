@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -30,11 +31,13 @@ struct SimCluster {
       EngineConfig cfg = base;
       cfg.self = NodeId(i);
       auto* log = &delivered[NodeId(i)];
-      engines.push_back(std::make_unique<Engine>(*eps.back(), cfg, [log](const Delivery& d) {
-        log->push_back({d.kind, d.sender, d.sseq,
-                        std::string(reinterpret_cast<const char*>(d.data), d.len), d.pid, d.flags,
-                        d.total, d.position});
-      }));
+      engines.push_back(
+          std::make_unique<Engine>(*eps.back(), cfg, [this, log, i](const Delivery& d) {
+            if (on_delivery) on_delivery(i - 1, d);
+            log->push_back({d.kind, d.sender, d.sseq,
+                            std::string(reinterpret_cast<const char*>(d.data), d.len), d.pid,
+                            d.flags, d.total, d.position});
+          }));
     }
     for (auto& e : engines) {
       std::string why;
@@ -57,6 +60,7 @@ struct SimCluster {
     uint64_t total = 0;
     uint64_t position = 0;
   };
+  std::function<void(int node, const Delivery&)> on_delivery;  // node index
   SimWorld world;
   std::vector<std::unique_ptr<Endpoint>> eps;
   std::vector<std::unique_ptr<Engine>> engines;
@@ -176,6 +180,30 @@ TEST(EngineSmoke, PartsOfInterleavedStreamsAreDeliveredRaw) {
     EXPECT_EQ(d[4].total, 800u);
   }
   EXPECT_EQ(c.engines[0]->counters().delivered_msgs, 3u);  // view + two messages
+}
+
+// A consumer that fills up pauses delivery from inside the callback: not one
+// more entry is delivered until it resumes.
+TEST(EngineSmoke, PauseFromTheCallbackStopsDeliveryAtOnce) {
+  SimCluster c(2, 6);
+  c.run(50);
+  ASSERT_EQ(c.delivered[2].size(), 1u);  // the View, before the hook
+  Engine& e = *c.engines[1];
+  size_t budget = 3;
+  c.on_delivery = [&](int node, const Delivery&) {
+    if (node == 1 && --budget == 0) c.engines[1]->pause_delivery(true);
+  };
+  std::string msg = "m";
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(e.send(EntryKind::Data, Guarantee::Agreed, 1, 0, std::as_bytes(std::span(msg))),
+              SendResult::Ok);
+  c.run(100);
+  EXPECT_EQ(c.delivered[2].size(), 4u);  // the View and three messages
+  EXPECT_EQ(c.delivered[1].size(), 11u);
+  c.on_delivery = nullptr;
+  e.pause_delivery(false);
+  c.run(20);
+  EXPECT_EQ(c.delivered[2].size(), 11u);
 }
 
 // A sealed memfd standing in for a client's buffer pool.

@@ -1,0 +1,154 @@
+// rcpgd's core: one node's engine serving the local CPG clients.
+//
+// A single thread runs everything: engine progress, the clients' request
+// rings, deliveries into their event rings and the control sockets. While
+// there is work it spins; when idle it sets the `sleeping` flags of the
+// request rings (clients then ring the doorbell eventfd), re-checks, and
+// blocks in epoll on the fabric's wait_fd, the listening socket, the client
+// sockets, the doorbell and a signalfd.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/client.h"
+#include "daemon/config.h"
+#include "daemon/groups.h"
+#include "daemon/status_request.h"
+#include "ordering/engine.h"
+#include "transport/fabric.h"
+
+namespace rcpg::daemon {
+
+using LogFn = std::function<void(const std::string&)>;
+
+struct ServerCounters {
+  uint64_t clients_accepted = 0, clients_refused = 0, protocol_violations = 0;
+  uint64_t joins = 0, leaves = 0, procdowns = 0;
+  uint64_t deliveries_inline = 0, deliveries_log = 0;  // per client record
+  uint64_t bytes_inline = 0, bytes_log = 0;            // copies made / avoided
+  uint64_t confchgs = 0, totem_confchgs = 0;
+  uint64_t unknown_group_entries = 0, bad_membership_entries = 0;
+  uint64_t delivery_pauses = 0, ring_overflows = 0;
+  uint64_t wakes = 0, sleeps = 0, rounds = 0;
+};
+
+class Server {
+ public:
+  Server(Config cfg, transport::ClusterKey key, std::string socket_path, LogFn log);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Creates the endpoint, starts the engine, listens on the socket.
+  bool start(std::string& why);
+  // Serves until SIGTERM/SIGINT (returns 0) or an engine failure (returns 1).
+  int run();
+
+  // The Status request's report (text, or JSON when `json`).
+  std::string status_report(StatusWhat what, bool json) const;
+
+ private:
+  struct PendingOp {  // our own Join/Leave entries, in submission order
+    uint64_t serial;
+    ordering::EntryKind kind;
+    uint32_t pid;
+  };
+  struct DeferredLeave {  // PROCDOWN leave waiting for engine credit
+    uint64_t serial;
+    Handle handle;
+  };
+
+  // server.cpp: sockets, epoll, the loop
+  bool open_listener(std::string& why);
+  void accept_clients();
+  void poll_control(int timeout_ms);
+  void client_readable(Client& c);
+  void hangup(Client& c);
+  void destroy(Client& c);
+  void idle_block();
+  void log(const std::string& line) const;
+  Client* client_by_tag(uint64_t tag);
+
+  // server_control.cpp: control requests
+  void handle_request(Client& c, const std::byte* msg, size_t len);
+  void reply(Client& c, ipc::MsgType type, const void* body, size_t len, const int* fds = nullptr,
+             size_t nfds = 0);
+  void reply_status(Client& c, ipc::MsgType type, ipc::Status s);
+  void on_hello(Client& c, const std::byte* body, size_t len);
+  void on_join(Client& c, const ipc::GroupName& g);
+  void on_leave(Client& c, const ipc::GroupName& g);
+  void on_finalize(Client& c);
+  void on_membership_get(Client& c, const ipc::GroupName& g);
+  void on_iterate(Client& c, const std::byte* body, size_t len);
+  void run_deferred(Client& c);
+  bool submit_leave(uint64_t serial, Handle& h, uint32_t reason);
+  void procdown(Client& c);
+  void violation(Client& c, const std::string& what);
+
+  // server_data.cpp: request rings, deliveries, releases
+  bool process_requests(Client& c, size_t budget);
+  enum class Outcome { Done, Busy, Bad };
+  Outcome forward_mcast(Client& c, const ipc::RecordHeader& h, const std::byte* body);
+  Outcome forward_chunk(Client& c, const ipc::RecordHeader& h, const std::byte* body);
+  Outcome forward_zcb(Client& c, const ipc::RecordHeader& h, const std::byte* body);
+  void finish_zcb(Client& c, uint64_t ticket, ipc::Status s);
+  void on_delivery(const ordering::Delivery& d);
+  void on_membership(const ordering::Delivery& d);
+  void deliver_data(const ordering::Delivery& d, Group& g);
+  void send_confchg(Client& c, const Confchg& ev);
+  void send_totem(Client& c);
+  bool make_room(Client& c, size_t body);
+  void after_write(Client& c);
+  void wake_dirty();
+  void update_release();
+  void update_pause();
+  void update_flow(Client& c);
+  bool retry_deferred_leaves();
+
+  Config cfg_;
+  transport::ClusterKey key_;
+  std::string socket_path_;
+  LogFn log_;
+  SegmentGeometry geo_;
+  size_t max_fragment_ = 0;
+  size_t pause_reserve_ = 0;  // free event-ring bytes every client keeps
+
+  std::unique_ptr<transport::Endpoint> ep_;
+  std::unique_ptr<ordering::Engine> engine_;
+  const std::byte* log_base_ = nullptr;
+  size_t log_size_ = 0;
+  int log_ro_fd_ = -1;  // read-only reopening of the log memfd, for clients
+
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  int doorbell_fd_ = -1;
+  int signal_fd_ = -1;
+  bool stop_ = false;
+
+  std::vector<std::unique_ptr<Client>> clients_;  // by slot
+  std::vector<uint32_t> free_slots_;
+  std::vector<Client*> active_;  // every connected or closing client, for the sweep
+  std::vector<Client*> dirty_;
+  uint64_t next_serial_ = 1;
+  size_t live_clients_ = 0;
+
+  GroupTable groups_;
+  LocalRules rules_;
+  std::deque<PendingOp> pending_ops_;
+  std::vector<DeferredLeave> deferred_leaves_;
+
+  std::vector<uint32_t> view_members_;
+  uint64_t view_seq_ = 1;
+  std::chrono::steady_clock::time_point started_;
+  ServerCounters counters_;
+  std::vector<std::byte> rx_buf_;
+  std::vector<std::byte> tx_buf_;
+};
+
+}  // namespace rcpg::daemon

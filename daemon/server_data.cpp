@@ -1,0 +1,460 @@
+// The data path: client request rings -> engine, engine deliveries -> client
+// event rings. Nothing here allocates, locks or makes a system call per
+// message (a Wake packet is sent only to a client that said it sleeps).
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon/server.h"
+
+namespace rcpg::daemon {
+
+using ordering::Delivery;
+using ordering::EntryKind;
+using ordering::Guarantee;
+using ordering::SendResult;
+
+namespace {
+constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 30;
+
+// CPG accepts any guarantee value and treats unknown ones as AGREED.
+Guarantee guarantee_of(uint32_t g) {
+  return g <= static_cast<uint32_t>(Guarantee::Safe) ? static_cast<Guarantee>(g)
+                                                     : Guarantee::Agreed;
+}
+
+bool sends(const Client& c) {
+  return c.handle.phase == Phase::Joining || c.handle.phase == Phase::Member;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- requests
+
+bool Server::process_requests(Client& c, size_t budget) {
+  if (!c.hello || c.broken) return false;
+  bool did = false;
+  for (size_t n = 0; n < budget; ++n) {
+    ipc::RecordHeader h;
+    const std::byte* body = nullptr;
+    const char* why = nullptr;
+    auto r = c.requests.peek(h, body, why);
+    if (r == RequestRingReader::Result::Empty) break;
+    if (r == RequestRingReader::Result::Bad) {
+      violation(c, why);
+      return true;
+    }
+    Outcome o;
+    switch (h.type) {
+      case ipc::RecordType::Mcast:
+        o = forward_mcast(c, h, body);
+        break;
+      case ipc::RecordType::McastChunk:
+        o = forward_chunk(c, h, body);
+        break;
+      case ipc::RecordType::ZcbMcast:
+        o = forward_zcb(c, h, body);
+        break;
+      default:
+        violation(c, "record type " + std::to_string(static_cast<uint32_t>(h.type)) +
+                         " in the request ring");
+        return true;
+    }
+    if (o == Outcome::Bad) return true;
+    if (o == Outcome::Busy) {
+      ++c.stats.engine_busy;
+      break;
+    }
+    c.requests.consume();
+    did = true;
+  }
+  update_flow(c);
+  return did;
+}
+
+Server::Outcome Server::forward_mcast(Client& c, const ipc::RecordHeader& h,
+                                      const std::byte* body) {
+  ipc::McastRecord m;
+  if (h.length < sizeof(m)) {
+    violation(c, "Mcast record shorter than its header");
+    return Outcome::Bad;
+  }
+  std::memcpy(&m, body, sizeof(m));
+  size_t len = h.length - sizeof(m);
+  if (m.flags != 0 || m.total_bytes != len || len > max_fragment_) {
+    violation(c, "Mcast record of " + std::to_string(len) + " bytes (total " +
+                     std::to_string(m.total_bytes) + ", flags " + std::to_string(m.flags) +
+                     ", max_atomic_msg " + std::to_string(max_fragment_) + ")");
+    return Outcome::Bad;
+  }
+  if (c.chunk.active) {
+    violation(c, "Mcast record inside a chunked message");
+    return Outcome::Bad;
+  }
+  if (!sends(c)) {
+    ++c.stats.dropped_not_joined;
+    return Outcome::Done;
+  }
+  SendResult r = engine_->send(EntryKind::Data, guarantee_of(m.guarantee), c.handle.index,
+                               c.handle.pid, {body + sizeof(m), len});
+  if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
+  if (r != SendResult::Ok) {
+    violation(c, "the engine refused an Mcast record");
+    return Outcome::Bad;
+  }
+  ++c.stats.mcast_msgs;
+  c.stats.mcast_bytes += len;
+  return Outcome::Done;
+}
+
+Server::Outcome Server::forward_chunk(Client& c, const ipc::RecordHeader& h,
+                                      const std::byte* body) {
+  ipc::McastRecord m;
+  if (h.length < sizeof(m)) {
+    violation(c, "McastChunk record shorter than its header");
+    return Outcome::Bad;
+  }
+  std::memcpy(&m, body, sizeof(m));
+  size_t len = h.length - sizeof(m);
+  bool first = m.flags & ipc::kChunkFirst, last = m.flags & ipc::kChunkLast;
+  ChunkStream next = c.chunk;
+  const char* bad = nullptr;
+  if (m.flags & ~(ipc::kChunkFirst | ipc::kChunkLast | ipc::kChunkMiddle)) {
+    bad = "unknown chunk flags";
+  } else if (first) {
+    if (c.chunk.active) bad = "a new chunked message before the previous one ended";
+    if (m.total_bytes > kMaxMessageBytes) bad = "chunked message larger than 1 GiB";
+    next = ChunkStream{true, m.total_bytes, 0, m.guarantee};
+  } else if (!c.chunk.active) {
+    bad = "a chunk without a first chunk";
+  } else if (m.total_bytes != c.chunk.total) {
+    bad = "chunk total differs from the first chunk's";
+  }
+  if (!bad && (len > max_fragment_ || next.sent + len > next.total ||
+               (last && next.sent + len != next.total) || (!last && len == 0)))
+    bad = "chunk length does not add up to the message";
+  if (bad) {
+    violation(c, std::string("McastChunk: ") + bad);
+    return Outcome::Bad;
+  }
+  if (sends(c)) {
+    uint16_t flags =
+        ordering::kFragment | (first ? ordering::kFragFirst : 0) | (last ? ordering::kFragLast : 0);
+    SendResult r =
+        engine_->send_part(guarantee_of(next.guarantee), c.handle.index, c.handle.pid, flags,
+                           static_cast<uint32_t>(next.total), {body + sizeof(m), len});
+    if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
+    if (r != SendResult::Ok) {
+      violation(c, "the engine refused a chunk");
+      return Outcome::Bad;
+    }
+    c.stats.mcast_bytes += len;
+    if (last) ++c.stats.mcast_msgs;
+  } else if (last) {
+    ++c.stats.dropped_not_joined;
+  }
+  next.sent += len;
+  next.active = !last;
+  c.chunk = next;
+  return Outcome::Done;
+}
+
+void Server::finish_zcb(Client& c, uint64_t ticket, ipc::Status s) {
+  c.header->zcb_status.value.store(static_cast<uint64_t>(static_cast<int64_t>(s)),
+                                   std::memory_order_relaxed);
+  c.header->zcb_done.value.store(ticket, std::memory_order_release);
+  after_write(c);  // wake it if it sleeps waiting for the ticket
+}
+
+Server::Outcome Server::forward_zcb(Client& c, const ipc::RecordHeader& h, const std::byte* body) {
+  ipc::ZcbRecord z;
+  if (h.length != sizeof(z)) {
+    violation(c, "ZcbMcast record of " + std::to_string(h.length) + " bytes");
+    return Outcome::Bad;
+  }
+  std::memcpy(&z, body, sizeof(z));
+  if (z.pool_offset < c.pool_offset || z.bytes > c.pool_bytes ||
+      z.pool_offset - c.pool_offset > c.pool_bytes - z.bytes) {
+    violation(c, "zero-copy buffer outside the pool");
+    return Outcome::Bad;
+  }
+  if (c.chunk.active) {
+    violation(c, "ZcbMcast record inside a chunked message");
+    return Outcome::Bad;
+  }
+  if (!sends(c)) {
+    finish_zcb(c, z.ticket, ipc::Status::NotExist);
+    return Outcome::Done;
+  }
+  if (z.bytes > kMaxMessageBytes) {
+    finish_zcb(c, z.ticket, ipc::Status::TooBig);
+    return Outcome::Done;
+  }
+  const std::byte* data = c.seg + z.pool_offset;
+  Guarantee g = guarantee_of(z.guarantee);
+  if (z.bytes <= max_fragment_) {
+    SendResult r = engine_->send(EntryKind::Data, g, c.handle.index, c.handle.pid,
+                                 {data, static_cast<size_t>(z.bytes)});
+    if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
+    if (r != SendResult::Ok) {
+      violation(c, "the engine refused a zero-copy message");
+      return Outcome::Bad;
+    }
+  } else {
+    // Larger than one fragment: stream it from the pool as credit allows;
+    // the record stays at the ring head until the last part is out.
+    if (!c.zcb.active) c.zcb = ChunkStream{true, z.bytes, 0, z.guarantee};
+    if (c.zcb.total != z.bytes) {
+      violation(c, "ZcbMcast record changed while it was being sent");
+      return Outcome::Bad;
+    }
+    while (c.zcb.sent < c.zcb.total) {
+      size_t part = std::min<uint64_t>(max_fragment_, c.zcb.total - c.zcb.sent);
+      bool last = c.zcb.sent + part == c.zcb.total;
+      uint16_t flags = ordering::kFragment | (c.zcb.sent == 0 ? ordering::kFragFirst : 0) |
+                       (last ? ordering::kFragLast : 0);
+      SendResult r =
+          engine_->send_part(g, c.handle.index, c.handle.pid, flags,
+                             static_cast<uint32_t>(c.zcb.total), {data + c.zcb.sent, part});
+      if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
+      if (r != SendResult::Ok) {
+        violation(c, "the engine refused a zero-copy part");
+        return Outcome::Bad;
+      }
+      c.zcb.sent += part;
+    }
+    c.zcb.active = false;
+  }
+  ++c.stats.zcb_msgs;
+  ++c.stats.mcast_msgs;
+  c.stats.mcast_bytes += z.bytes;
+  finish_zcb(c, z.ticket, ipc::Status::Ok);
+  return Outcome::Done;
+}
+
+void Server::update_flow(Client& c) {
+  bool on = engine_->send_backlog() > 0.5 || c.requests.used() > c.requests.size() / 2;
+  if (on == c.flow_control) return;
+  c.flow_control = on;
+  c.header->flow_control.value.store(on ? 1 : 0, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------- deliveries
+
+void Server::on_delivery(const Delivery& d) {
+  switch (d.kind) {
+    case EntryKind::Data:
+      if (Group* g = groups_.route(d.sender, d.group)) {
+        deliver_data(d, *g);
+      } else {
+        ++counters_.unknown_group_entries;
+      }
+      return;
+    case EntryKind::Join:
+    case EntryKind::Leave:
+      return on_membership(d);
+    case EntryKind::View:
+      if (d.len % 4 == 0 && d.len > 0) {
+        view_members_.resize(d.len / 4);
+        std::memcpy(view_members_.data(), d.data, d.len);
+        std::sort(view_members_.begin(), view_members_.end());
+      }
+      view_seq_ = d.aux ? d.aux : 1;
+      return;
+    default:
+      return;
+  }
+}
+
+bool Server::make_room(Client& c, size_t body) {
+  if (c.events.fits(body)) return true;
+  if (!c.events.refresh()) {
+    violation(c, "event ring tail moved impossibly");
+    return false;
+  }
+  if (c.events.fits(body)) return true;
+  // Delivery pauses long before a ring fills (update_pause); getting here
+  // means one engine round delivered more than the reserve.
+  ++counters_.ring_overflows;
+  violation(c, "event ring overflow (" + std::to_string(c.events.size()) +
+                   " bytes; the client does not consume its events)");
+  return false;
+}
+
+void Server::after_write(Client& c) {
+  if (c.dirty) return;
+  c.dirty = true;
+  dirty_.push_back(&c);
+}
+
+void Server::deliver_data(const Delivery& d, Group& g) {
+  bool whole = !(d.flags & ordering::kFragment) || (d.flags & ordering::kFragLast);
+  if (whole) ++g.delivered_msgs;
+  bool by_ref = log_ro_fd_ >= 0 && d.data >= log_base_ && d.data + d.len <= log_base_ + log_size_;
+  ipc::DeliverRecord r;
+  r.nodeid = d.sender;
+  r.pid = d.pid;
+  r.bytes = d.len;
+  if (d.flags & ordering::kFragment) {
+    r.flags = ((d.flags & ordering::kFragFirst) ? ipc::kChunkFirst : 0) |
+              ((d.flags & ordering::kFragLast) ? ipc::kChunkLast : 0);
+    if (r.flags == 0) r.flags = ipc::kChunkMiddle;
+    r.total_bytes = d.total;
+  } else {
+    r.total_bytes = d.len;
+  }
+  if (by_ref) {
+    r.source = ipc::DeliverSource::Log;
+    r.log_offset = static_cast<uint64_t>(d.data - log_base_);
+    // Not d.position: an early (UNORDERED/FIFO) delivery lies past a SAFE
+    // entry not yet delivered, whose space must stay held.
+    r.position = d.release_to;
+  }
+  size_t body = sizeof(r) + (by_ref ? 0 : d.len);
+  for (uint32_t slot : g.local) {
+    Client& c = *clients_[slot];
+    if (c.closing || !make_room(c, body)) continue;
+    std::byte* p = c.events.reserve(ipc::RecordType::Deliver, body);
+    std::memcpy(p, &r, sizeof(r));
+    if (by_ref) {
+      c.last_log_position = std::max(c.last_log_position, d.release_to);
+      ++c.stats.log_refs;
+      ++counters_.deliveries_log;
+      counters_.bytes_log += d.len;
+    } else {
+      if (d.len) std::memcpy(p + sizeof(r), d.data, d.len);
+      ++counters_.deliveries_inline;
+      counters_.bytes_inline += d.len;
+    }
+    c.events.commit();
+    if (whole) ++c.stats.deliver_msgs;
+    c.stats.deliver_bytes += d.len;
+    after_write(c);
+  }
+}
+
+void Server::send_confchg(Client& c, const Confchg& ev) {
+  const Group& g = *ev.group;
+  size_t n = g.members.size();
+  size_t body = sizeof(ipc::ConfchgRecord) + (n + 1) * sizeof(ipc::MemberEntry);
+  if (c.closing || !make_room(c, body)) return;
+  std::byte* p = c.events.reserve(ipc::RecordType::Confchg, body);
+  ipc::ConfchgRecord r;
+  r.group.length = static_cast<uint32_t>(g.name.size());
+  std::memcpy(r.group.value, g.name.data(), g.name.size());
+  r.member_count = static_cast<uint32_t>(n);
+  r.left_count = ev.joined ? 0 : 1;
+  r.joined_count = ev.joined ? 1 : 0;
+  std::memcpy(p, &r, sizeof(r));
+  p += sizeof(r);
+  if (n) std::memcpy(p, g.members.data(), n * sizeof(ipc::MemberEntry));
+  std::memcpy(p + n * sizeof(ipc::MemberEntry), &ev.changed, sizeof(ev.changed));
+  c.events.commit();
+  ++c.stats.confchgs;
+  ++counters_.confchgs;
+  after_write(c);
+}
+
+void Server::send_totem(Client& c) {
+  size_t n = view_members_.size();
+  size_t body = sizeof(ipc::TotemRecord) + n * sizeof(uint32_t);
+  if (c.closing || !make_room(c, body)) return;
+  std::byte* p = c.events.reserve(ipc::RecordType::TotemConfchg, body);
+  ipc::TotemRecord r;
+  r.ring_seq = view_seq_;
+  r.ring_nodeid = engine_->sequencer();
+  r.count = static_cast<uint32_t>(n);
+  std::memcpy(p, &r, sizeof(r));
+  if (n) std::memcpy(p + sizeof(r), view_members_.data(), n * sizeof(uint32_t));
+  c.events.commit();
+  ++counters_.totem_confchgs;
+  after_write(c);
+}
+
+void Server::on_membership(const Delivery& d) {
+  std::string_view name(reinterpret_cast<const char*>(d.data), d.len);
+  // Our own Join/Leave entries come back in the order we submitted them.
+  Client* own = nullptr;
+  if (d.sender == cfg_.nodeid) {
+    if (pending_ops_.empty() || pending_ops_.front().kind != d.kind ||
+        pending_ops_.front().pid != d.pid) {
+      log("internal: our own membership entry does not match what was submitted");
+    } else {
+      uint64_t serial = pending_ops_.front().serial;
+      for (Client* c : active_)
+        if (c->serial == serial) own = c;
+    }
+    if (!pending_ops_.empty()) pending_ops_.pop_front();
+  }
+  Confchg ev;
+  std::string why;
+  bool ok = d.kind == EntryKind::Join
+                ? groups_.apply_join(d.sender, d.group, d.pid, name, ev, why)
+                : groups_.apply_leave(d.sender, d.group, d.pid, d.aux, name, ev, why);
+  if (!ok) {
+    ++counters_.bad_membership_entries;
+    log("ignoring a membership entry from node " + std::to_string(d.sender) + ": " + why);
+    return;
+  }
+  Group& g = *ev.group;
+  if (own && own->closing) own = nullptr;
+  if (d.kind == EntryKind::Join) {
+    if (own) {
+      g.local.push_back(own->slot);
+      if (own->handle.phase == Phase::Joining) own->handle.phase = Phase::Member;
+    }
+    for (uint32_t slot : g.local) send_confchg(*clients_[slot], ev);
+    if (own) send_totem(*own);
+    return;
+  }
+  if (own) {
+    g.local.erase(std::remove(g.local.begin(), g.local.end(), own->slot), g.local.end());
+    own->handle.phase = Phase::Done;
+  }
+  for (uint32_t slot : g.local) send_confchg(*clients_[slot], ev);
+  // A voluntary leaver sees its own leave (Corosync does the same).
+  if (own && d.aux == kReasonLeave) send_confchg(*own, ev);
+}
+
+// ---------------------------------------------------------------- housekeeping
+
+void Server::update_release() {
+  uint64_t point = engine_->delivered_position();
+  for (Client* c : active_)
+    if (c->hello && c->holds_log()) point = std::min(point, c->refresh_released());
+  engine_->release(point);
+}
+
+void Server::update_pause() {
+  // Pause before any ring gets near full, so one engine round (many
+  // deliveries) always fits; resume once every client has room again.
+  bool short_of_room = false;
+  for (Client* c : active_) {
+    if (!c->hello || c->closing || c->events.free_bytes() >= pause_reserve_) continue;
+    if (!c->events.refresh()) {
+      violation(*c, "event ring tail moved impossibly");
+      continue;
+    }
+    if (c->events.free_bytes() < pause_reserve_) short_of_room = true;
+  }
+  if (short_of_room != engine_->delivery_paused()) {
+    if (short_of_room) ++counters_.delivery_pauses;
+    engine_->pause_delivery(short_of_room);
+  }
+}
+
+void Server::wake_dirty() {
+  for (Client* c : dirty_) {
+    c->dirty = false;
+    if (c->fd < 0 || !c->events.take_sleeper()) continue;
+    ipc::MsgHeader w{ipc::MsgType::Wake, 0};
+    // A full socket buffer already holds a wake-up: nothing is lost.
+    if (send(c->fd, &w, sizeof(w), MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof(w)) {
+      ++c->stats.wakes;
+      ++counters_.wakes;
+    }
+  }
+  dirty_.clear();
+}
+
+}  // namespace rcpg::daemon

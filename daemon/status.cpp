@@ -1,0 +1,200 @@
+// The Status report served to rcpg-tool: text for people, JSON for scripts.
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "daemon/server.h"
+
+namespace rcpg::daemon {
+namespace {
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += static_cast<char>(ch);
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      out += fmt::format("\\u{:04x}", ch);
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out + "\"";
+}
+
+// Group names are arbitrary bytes: show printable ones as they are.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (unsigned char ch : s) out += (ch >= 0x20 && ch < 0x7f) ? static_cast<char>(ch) : '.';
+  return out;
+}
+
+const char* phase_name(Phase p) {
+  switch (p) {
+    case Phase::None:
+      return "none";
+    case Phase::Joining:
+      return "joining";
+    case Phase::Member:
+      return "member";
+    case Phase::Leaving:
+      return "leaving";
+    case Phase::Done:
+      return "left";
+  }
+  return "?";
+}
+
+// Name/value rows shared by both formats.
+using Rows = std::vector<std::pair<std::string, uint64_t>>;
+
+}  // namespace
+
+std::string Server::status_report(StatusWhat what, bool json) const {
+  const auto& e = engine_->counters();
+  Rows daemon = {
+      {"clients", live_clients_},
+      {"clients_accepted", counters_.clients_accepted},
+      {"clients_refused", counters_.clients_refused},
+      {"protocol_violations", counters_.protocol_violations},
+      {"joins", counters_.joins},
+      {"leaves", counters_.leaves},
+      {"procdowns", counters_.procdowns},
+      {"confchgs", counters_.confchgs},
+      {"totem_confchgs", counters_.totem_confchgs},
+      {"deliveries_by_log_reference", counters_.deliveries_log},
+      {"deliveries_copied", counters_.deliveries_inline},
+      {"bytes_not_copied", counters_.bytes_log},
+      {"bytes_copied", counters_.bytes_inline},
+      {"unknown_group_entries", counters_.unknown_group_entries},
+      {"bad_membership_entries", counters_.bad_membership_entries},
+      {"delivery_pauses", counters_.delivery_pauses},
+      {"event_ring_overflows", counters_.ring_overflows},
+      {"wakes_sent", counters_.wakes},
+      {"sleeps", counters_.sleeps},
+      {"loop_rounds", counters_.rounds},
+  };
+  Rows engine = {
+      {"sent_msgs", e.sent_msgs},
+      {"sent_bytes", e.sent_bytes},
+      {"delivered_msgs", e.delivered_msgs},
+      {"delivered_bytes", e.delivered_bytes},
+      {"sequenced_entries", e.sequenced_entries},
+      {"inbound_batches", e.inbound_batches},
+      {"log_batches", e.log_batches},
+      {"credit_stalls", e.credit_stalls},
+      {"log_stalls", e.log_stalls},
+      {"zero_copy_deliveries", e.zero_copy_deliveries},
+      {"fragmented_msgs", e.reassembled},
+      {"protocol_errors", e.protocol_errors},
+      {"received_position", engine_->received_position()},
+      {"delivered_position", engine_->delivered_position()},
+      {"stable_position", engine_->stable_position()},
+  };
+  auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count();
+  bool all = what == StatusWhat::All;
+  bool groups = all || what == StatusWhat::Groups;
+  bool counters = all || what == StatusWhat::Counters;
+  auto active_groups = groups_.active();
+
+  if (json) {
+    std::string o = "{";
+    o += fmt::format("\"cluster\":{},\"nodeid\":{},\"fabric\":{},\"sequencer\":{},",
+                     json_string(cfg_.cluster_name), cfg_.nodeid, json_string(cfg_.fabric),
+                     engine_->sequencer());
+    o += fmt::format("\"all_connected\":{},\"ring_id\":{{\"nodeid\":{},\"seq\":{}}},",
+                     engine_->all_connected() ? "true" : "false", engine_->sequencer(), view_seq_);
+    o += "\"view\":[";
+    for (size_t i = 0; i < view_members_.size(); ++i)
+      o += fmt::format("{}{}", i ? "," : "", view_members_[i]);
+    o += fmt::format("],\"uptime_s\":{}", uptime);
+    if (groups) {
+      o += ",\"groups\":[";
+      for (size_t i = 0; i < active_groups.size(); ++i) {
+        const Group& g = *active_groups[i];
+        o += fmt::format("{}{{\"name\":{},\"delivered_msgs\":{},\"members\":[", i ? "," : "",
+                         json_string(g.name), g.delivered_msgs);
+        for (size_t j = 0; j < g.members.size(); ++j)
+          o += fmt::format("{}{{\"nodeid\":{},\"pid\":{}}}", j ? "," : "", g.members[j].nodeid,
+                           g.members[j].pid);
+        o += "]}";
+      }
+      o += "]";
+    }
+    if (counters) {
+      auto rows = [&](const char* name, const Rows& r) {
+        o += fmt::format(",\"{}\":{{", name);
+        for (size_t i = 0; i < r.size(); ++i)
+          o += fmt::format("{}\"{}\":{}", i ? "," : "", r[i].first, r[i].second);
+        o += "}";
+      };
+      rows("daemon", daemon);
+      rows("engine", engine);
+    }
+    if (all) {
+      o += ",\"clients\":[";
+      bool first = true;
+      for (const Client* c : active_) {
+        if (!c->hello) continue;
+        const ClientStats& s = c->stats;
+        o += fmt::format(
+            "{}{{\"pid\":{},\"group\":{},\"state\":\"{}\",\"mcast_msgs\":{},\"mcast_bytes\":{},"
+            "\"zcb_msgs\":{},\"deliver_msgs\":{},\"deliver_bytes\":{},\"log_refs\":{},"
+            "\"confchgs\":{},\"wakes\":{},\"engine_busy\":{},\"dropped_not_joined\":{},"
+            "\"flow_control\":{}}}",
+            first ? "" : ",", c->pid, json_string(c->handle.group), phase_name(c->handle.phase),
+            s.mcast_msgs, s.mcast_bytes, s.zcb_msgs, s.deliver_msgs, s.deliver_bytes, s.log_refs,
+            s.confchgs, s.wakes, s.engine_busy, s.dropped_not_joined,
+            c->flow_control ? "true" : "false");
+        first = false;
+      }
+      o += "]";
+    }
+    return o + "}\n";
+  }
+
+  std::string o;
+  if (all) {
+    o += fmt::format("cluster {}  node {}  fabric {}  uptime {}s\n", cfg_.cluster_name, cfg_.nodeid,
+                     cfg_.fabric, uptime);
+    o += fmt::format("sequencer {}  ring id ({}, {})  nodes {}  view {{", engine_->sequencer(),
+                     engine_->sequencer(), view_seq_,
+                     engine_->all_connected() ? "all connected" : "forming");
+    for (size_t i = 0; i < view_members_.size(); ++i)
+      o += fmt::format("{}{}", i ? " " : "", view_members_[i]);
+    o += "}\n\n";
+  }
+  if (groups) {
+    // corosync-cpgtool's layout: the group, then one line per member.
+    o += "Group Name\t       PID\t Node ID\n";
+    for (const Group* g : active_groups) {
+      o += printable(g->name) + "\n";
+      for (const auto& m : g->members) o += fmt::format("\t\t{:>10}\t{:>8}\n", m.pid, m.nodeid);
+    }
+    if (all) o += "\n";
+  }
+  if (counters) {
+    o += "daemon counters\n";
+    for (const auto& [k, v] : daemon) o += fmt::format("  {:<30} {}\n", k, v);
+    o += "engine counters\n";
+    for (const auto& [k, v] : engine) o += fmt::format("  {:<30} {}\n", k, v);
+  }
+  if (all) {
+    o += "\nclients\n";
+    o += fmt::format("  {:>8} {:<8} {:<20} {:>10} {:>10} {:>10} {:>8} {:>8}\n", "pid", "state",
+                     "group", "sent", "delivered", "log refs", "confchg", "wakes");
+    for (const Client* c : active_) {
+      if (!c->hello) continue;
+      const ClientStats& s = c->stats;
+      o += fmt::format("  {:>8} {:<8} {:<20} {:>10} {:>10} {:>10} {:>8} {:>8}\n", c->pid,
+                       phase_name(c->handle.phase), printable(c->handle.group), s.mcast_msgs,
+                       s.deliver_msgs, s.log_refs, s.confchgs, s.wakes);
+    }
+  }
+  return o;
+}
+
+}  // namespace rcpg::daemon

@@ -1,0 +1,128 @@
+#include "daemon_cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "ipc_test_client.h"
+
+namespace rcpg::test {
+
+using Clock = std::chrono::steady_clock;
+
+DaemonCluster::~DaemonCluster() {
+  stop();
+  if (!dir_.empty() && !std::getenv("RCPG_KEEP_TEST_DIR")) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+std::string DaemonCluster::socket(int node) const {
+  return dir_ + "/client" + std::to_string(node) + ".sock";
+}
+
+std::string DaemonCluster::log_of(int node) const {
+  std::ifstream in(dir_ + "/rcpgd" + std::to_string(node) + ".log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool DaemonCluster::start(std::string& why) {
+  char tmpl[] = "/tmp/rcpgd-test-XXXXXX";
+  if (!mkdtemp(tmpl)) {
+    why = "mkdtemp failed";
+    return false;
+  }
+  dir_ = tmpl;
+  {
+    std::ofstream key(dir_ + "/authkey");
+    key << "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n";
+  }
+  {
+    std::ofstream cfg(dir_ + "/rcpg.toml");
+    cfg << "[cluster]\nname = \"daemon-test\"\nkey_file = \"authkey\"\nfabric = \"shm\"\n"
+        << "[engine]\nlog_bytes = \"4MiB\"\ninbound_bytes = \"1MiB\"\n"
+        << "[ipc]\nrequest_bytes = \"1MiB\"\nevent_bytes = \"4MiB\"\npool_bytes = \"4MiB\"\n"
+        // 2 cores shared by daemons and clients: spin briefly and yield.
+        << "[spin]\niterations = 200\nyield = true\n"
+        << "[timeouts]\nshutdown_linger_ms = 0\n";
+    for (int n = 1; n <= nodes_; ++n)
+      cfg << "[[nodes]]\nnodeid = " << n << "\naddress = \"" << dir_ << "/node" << n << ".sock\"\n";
+  }
+  for (int n = 1; n <= nodes_; ++n) {
+    std::string log = dir_ + "/rcpgd" + std::to_string(n) + ".log";
+    std::string cfg = dir_ + "/rcpg.toml";
+    std::string id = std::to_string(n);
+    std::string sock = socket(n);
+    pid_t pid = fork();
+    if (pid == 0) {
+      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl(RCPGD_PATH, RCPGD_PATH, "--config", cfg.c_str(), "--nodeid", id.c_str(), "--socket",
+            sock.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids_.push_back(pid);
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  for (int n = 1; n <= nodes_; ++n) {
+    for (;;) {
+      IpcTestClient c;
+      std::string err;
+      if (c.connect(socket(n), err) &&
+          c.status_text(0, 1).find("\"all_connected\":true") != std::string::npos)
+        break;
+      int status;
+      if (waitpid(pids_[n - 1], &status, WNOHANG) == pids_[n - 1]) {
+        pids_[n - 1] = -1;
+        why = "rcpgd " + std::to_string(n) + " exited: " + log_of(n);
+        return false;
+      }
+      if (Clock::now() > deadline) {
+        why = "rcpgd " + std::to_string(n) + " not ready: " + log_of(n);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  return true;
+}
+
+void DaemonCluster::kill_node(int node) {
+  pid_t& p = pids_[node - 1];
+  if (p <= 0) return;
+  kill(p, SIGKILL);
+  waitpid(p, nullptr, 0);
+  p = -1;
+}
+
+void DaemonCluster::stop() {
+  for (pid_t& p : pids_)
+    if (p > 0) kill(p, SIGTERM);
+  for (pid_t& p : pids_) {
+    if (p <= 0) continue;
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (waitpid(p, nullptr, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        kill(p, SIGKILL);
+        waitpid(p, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    p = -1;
+  }
+}
+
+}  // namespace rcpg::test
