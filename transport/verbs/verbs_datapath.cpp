@@ -177,6 +177,7 @@ size_t VerbsEndpoint::poll(std::span<Completion> out) {
     }
   }
 
+  if (fd_mode_) arm_for_fd_mode(out, n);
   if (kicked_) unkick_if_idle();
   if (++poll_calls_ >= kControlEvery) {
     poll_calls_ = 0;

@@ -190,7 +190,10 @@ class VerbsEndpoint final : public Endpoint {
   bool post_send(ConnId conn, std::span<const std::byte> bytes, uint64_t wr_id) override;
   size_t poll(std::span<Completion> out) override;
   void wait(std::chrono::microseconds timeout) override;
-  int wait_fd() const override { return epoll_fd_; }
+  int wait_fd() const override {
+    fd_mode_ = true;
+    return epoll_fd_;
+  }
 
  private:
   // --- setup / teardown (verbs_endpoint.cpp) ---
@@ -282,6 +285,12 @@ class VerbsEndpoint final : public Endpoint {
   uint32_t cq_send_outstanding_ = 0;
   unsigned cq_unacked_ = 0;
   bool cq_armed_ = false;
+  // wait_fd() was asked for: the owner blocks on it in its own loop, so an
+  // empty poll() must leave the CQ armed (as wait() would).
+  mutable bool fd_mode_ = false;
+  bool fd_mode_busy_ = false;   // the last poll() returned work
+  uint32_t fd_mode_empty_ = 0;  // empty polls since the CQ was last re-armed
+  void arm_for_fd_mode(std::span<Completion> out, size_t& n);
   bool kicked_ = false;
 
   std::vector<std::unique_ptr<Conn>> conns_;  // by slot

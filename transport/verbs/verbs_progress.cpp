@@ -53,6 +53,35 @@ void VerbsEndpoint::drain_comp_channel() {
   if (errno != EAGAIN) log(sys_error("ibv_get_cq_event"));
 }
 
+// The owner blocks on wait_fd() after polls that return nothing. The CQ must
+// then be armed, and a completion-channel event already consumed by polling
+// must be read, or the epoll fd stays readable and the owner never sleeps.
+// Both cost system calls, so they happen when the endpoint turns idle (the
+// first empty poll after work) and every so many empty polls, not per poll.
+void VerbsEndpoint::arm_for_fd_mode(std::span<Completion> out, size_t& n) {
+  constexpr uint32_t kRearmEvery = 64;
+  if (n > 0) {
+    fd_mode_busy_ = true;
+    return;
+  }
+  if (!fd_mode_busy_ && cq_armed_ && ++fd_mode_empty_ < kRearmEvery) return;
+  fd_mode_busy_ = false;
+  fd_mode_empty_ = 0;
+  drain_comp_channel();
+  if (!cq_armed_) {
+    if (int rc = ibv_req_notify_cq(cq_, 0); rc != 0) {
+      log(std::string("ibv_req_notify_cq: ") + std::strerror(rc));
+      return;
+    }
+    cq_armed_ = true;
+  }
+  // Completions that arrived before arming raise no event: take them now.
+  int want = static_cast<int>(std::min(out.size(), wcs_.size()));
+  int got = want > 0 ? ibv_poll_cq(cq_, want, wcs_.data()) : 0;
+  for (int i = 0; i < got; ++i) handle_wc(wcs_[i], out, n);
+  if (n > 0) fd_mode_busy_ = true;
+}
+
 void VerbsEndpoint::drain_async_events() {
   ibv_async_event ev;
   while (ibv_get_async_event(verbs_, &ev) == 0) {
