@@ -1,0 +1,44 @@
+#include "api/libcpg/reassembly.h"
+
+#include <cstring>
+
+#include "api/ipc/protocol.h"
+
+namespace rcpg::cpg {
+
+Reassembly::~Reassembly() {
+  for (auto& b : parts_) std::free(b.data);
+  std::free(done_.data);
+}
+
+void Reassembly::release_complete() {
+  std::free(done_.data);
+  done_ = Buffer{};
+}
+
+PartResult Reassembly::add(uint32_t nodeid, uint32_t pid, uint32_t flags, uint64_t total,
+                           const void* data, uint64_t bytes) {
+  auto it = parts_.begin();
+  while (it != parts_.end() && !(it->nodeid == nodeid && it->pid == pid)) ++it;
+  if ((flags & ipc::kChunkFirst) != 0) {
+    if (it != parts_.end() || bytes > total) return PartResult::Malformed;
+    // malloc(0) may return NULL; a chunked message is never empty anyway.
+    auto* buf = static_cast<uint8_t*>(std::malloc(total == 0 ? 1 : total));
+    if (buf == nullptr) return PartResult::NoMemory;
+    parts_.push_back(Buffer{nodeid, pid, total, 0, buf});
+    it = parts_.end() - 1;
+  } else if (it == parts_.end() || total != it->total) {
+    return PartResult::Malformed;
+  }
+  if (bytes > it->total - it->filled) return PartResult::Malformed;
+  if (bytes != 0) std::memcpy(it->data + it->filled, data, bytes);
+  it->filled += bytes;
+  if ((flags & ipc::kChunkLast) == 0) return PartResult::Pending;
+  if (it->filled != it->total) return PartResult::Malformed;
+  std::free(done_.data);
+  done_ = *it;
+  parts_.erase(it);
+  return PartResult::Complete;
+}
+
+}  // namespace rcpg::cpg
