@@ -186,6 +186,8 @@ cs_error_t Connection::map_segment(int segfd, int logfd, const ipc::HelloReply& 
     log = static_cast<const uint8_t*>(p);
     log_bytes = rep.log_bytes;
   }
+  const char* writable = std::getenv("RCPG_WRITABLE_DELIVERY");
+  copy_deliveries = writable != nullptr && std::strcmp(writable, "1") == 0;
   return CS_OK;
 }
 

@@ -86,6 +86,11 @@ class Connection {
   uint64_t seg_bytes = 0;
   const uint8_t* log = nullptr;
   uint64_t log_bytes = 0;
+  // RCPG_WRITABLE_DELIVERY=1: hand the deliver callback a private copy
+  // instead of the read-only log, for programs that convert messages in
+  // place (zero-copy receive is given up; the buffer only grows).
+  bool copy_deliveries = false;
+  std::vector<uint8_t> delivery_copy;
   ipc::SegmentHeader* hdr = nullptr;
   uint64_t pool_offset = 0;
   uint64_t pool_bytes = 0;

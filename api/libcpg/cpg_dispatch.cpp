@@ -54,6 +54,11 @@ struct DispatchState {
       if (c.log == nullptr || d.log_offset > c.log_bytes || d.bytes > c.log_bytes - d.log_offset)
         return Outcome::Corrupt;
       data = c.log + d.log_offset;
+      if (c.copy_deliveries) {
+        if (c.delivery_copy.size() < d.bytes) c.delivery_copy.resize(d.bytes);
+        if (d.bytes != 0) std::memcpy(c.delivery_copy.data(), data, d.bytes);
+        data = c.delivery_copy.data();
+      }
     } else {
       return Outcome::Corrupt;
     }

@@ -302,3 +302,36 @@ TEST(Threads, ConcurrentSendersOnOneHandle) {
 }
 
 }  // namespace
+
+namespace {
+
+// RCPG_WRITABLE_DELIVERY=1: programs that convert messages in place get a
+// private, writable copy (the default hands out the read-only log).
+std::string g_written;
+void write_in_place(cpg_handle_t, const cpg_name*, uint32_t, uint32_t, void* msg, size_t len) {
+  auto* p = static_cast<char*>(msg);
+  for (size_t i = 0; i < len; ++i) p[i] = static_cast<char>(p[i] - 'a' + 'A');
+  g_written.assign(p, len);
+}
+
+}  // namespace
+
+TEST(cpg_dispatch, WritableDeliveryOnRequest) {
+  ::setenv("RCPG_WRITABLE_DELIVERY", "1", 1);
+  cpg_handle_t h = 0;
+  cpg_callbacks_t cb{write_in_place, nullptr};
+  cs_error_t st = cpg_initialize(&h, &cb);
+  ::unsetenv("RCPG_WRITABLE_DELIVERY");
+  ASSERT_CS_OK(st);
+  cpg_name g = group_name(unique_group("writable"));
+  ASSERT_CS_OK(cpg_join(h, &g));
+  iovec iov{const_cast<char*>("convert"), 7};
+  ASSERT_CS_OK(cpg_mcast_joined(h, CPG_TYPE_AGREED, &iov, 1));
+  g_written.clear();
+  for (int i = 0; i < 1000 && g_written.empty(); ++i) {
+    cpg_dispatch(h, CS_DISPATCH_ALL);
+    if (g_written.empty()) ::usleep(2000);
+  }
+  EXPECT_EQ(g_written, "CONVERT");
+  EXPECT_CS_OK(cpg_finalize(h));
+}

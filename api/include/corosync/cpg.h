@@ -77,7 +77,8 @@ struct cpg_ring_id {
 /* A message of `msg_len` bytes from (nodeid, pid). `msg` is valid until the
  * callback returns. rcpg hands out a pointer into its read-only mapping of
  * the replicated log when it can (zero-copy receive): a program that converts
- * the message in place must copy it first. */
+ * the message in place must copy it first, or run with RCPG_WRITABLE_DELIVERY=1
+ * (the library then copies every message into a private buffer). */
 typedef void (*cpg_deliver_fn_t)(cpg_handle_t handle, const struct cpg_name* group_name,
                                  uint32_t nodeid, uint32_t pid, void* msg, size_t msg_len);
 
