@@ -213,6 +213,11 @@ inline constexpr uint32_t kChunkMiddle = 4;
 // so that header and payload leave in one write. Payloads are 64-byte aligned.
 inline constexpr size_t kZcbHeadroom = 64;
 
+// cpg_zcb_mcast_joined copies messages up to this size into the request
+// ring like cpg_mcast_joined (returning at once); larger ones go as
+// ZcbRecords and leave from the pool without a CPU copy.
+inline constexpr size_t kZcbCopyBelow = 4096;
+
 struct ZcbRecord {
   uint32_t guarantee = 0;
   uint32_t reserved = 0;

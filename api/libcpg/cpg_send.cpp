@@ -80,6 +80,23 @@ cs_error_t send_parts(Connection& c, cpg_guarantee_t guarantee, IovCursor& cur, 
   return CS_OK;
 }
 
+// Copies the message into the request ring (one record, or parts).
+cs_error_t send_copied(Connection& c, cpg_guarantee_t guarantee, IovCursor cur, uint64_t total) {
+  std::lock_guard lock(c.send_mu);
+  if (total > max_record_payload(c)) return send_parts(c, guarantee, cur, total);
+  uint8_t* p = c.requests.reserve(ipc::RecordType::Mcast, sizeof(ipc::McastRecord) + total);
+  if (p == nullptr) return alive_every(c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
+  if (!alive_every(c, 4096)) {
+    c.requests.abandon();
+    return CS_ERR_LIBRARY;
+  }
+  ipc::McastRecord rec{static_cast<uint32_t>(guarantee), 0, total};
+  std::memcpy(p, &rec, sizeof(rec));
+  cur.copy(p + sizeof(rec), total);
+  publish(c);
+  return CS_OK;
+}
+
 bool pool_offset_of(const Connection& c, const void* p, uint64_t& off) {
   auto a = reinterpret_cast<uintptr_t>(p);
   auto lo = reinterpret_cast<uintptr_t>(c.seg) + c.pool_offset;
@@ -104,21 +121,7 @@ RCPG_EXPORT cs_error_t cpg_mcast_joined(cpg_handle_t handle, cpg_guarantee_t gua
   }
   if (c->dead()) return CS_ERR_LIBRARY;
   if (!c->joined.load(std::memory_order_acquire)) return CS_ERR_NOT_EXIST;
-
-  std::lock_guard lock(c->send_mu);
-  IovCursor cur{iovec, iov_len};
-  if (total > max_record_payload(*c)) return send_parts(*c, guarantee, cur, total);
-  uint8_t* p = c->requests.reserve(ipc::RecordType::Mcast, sizeof(ipc::McastRecord) + total);
-  if (p == nullptr) return alive_every(*c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
-  if (!alive_every(*c, 4096)) {
-    c->requests.abandon();
-    return CS_ERR_LIBRARY;
-  }
-  ipc::McastRecord rec{static_cast<uint32_t>(guarantee), 0, total};
-  std::memcpy(p, &rec, sizeof(rec));
-  cur.copy(p + sizeof(rec), total);
-  publish(*c);
-  return CS_OK;
+  return send_copied(*c, guarantee, IovCursor{iovec, iov_len}, total);
 }
 
 RCPG_EXPORT cs_error_t cpg_zcb_alloc(cpg_handle_t handle, size_t size, void** buffer) {
@@ -153,6 +156,13 @@ RCPG_EXPORT cs_error_t cpg_zcb_mcast_joined(cpg_handle_t handle, cpg_guarantee_t
   if (msg_len > c->max_msg) return CS_ERR_TOO_BIG;
   if (c->dead()) return CS_ERR_LIBRARY;
   if (!c->joined.load(std::memory_order_acquire)) return CS_ERR_NOT_EXIST;
+  // Copying a small message into the request ring costs less than waiting
+  // for the daemon (and the NIC) to finish with the buffer, and returns at
+  // once; larger ones leave from the pool without a CPU copy.
+  if (msg_len <= ipc::kZcbCopyBelow) {
+    iovec iov{msg, msg_len};
+    return send_copied(*c, guarantee, IovCursor{&iov, 1}, msg_len);
+  }
 
   std::lock_guard zlock(c->zcb_mu);
   uint64_t ticket;
