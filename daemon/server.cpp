@@ -96,6 +96,7 @@ bool Server::start(std::string& why) {
   engine_ = std::make_unique<ordering::Engine>(
       *ep_, e, [this](const ordering::Delivery& d) { on_delivery(d); },
       [this](const std::string& s) { log("engine: " + s); });
+  engine_->on_send_done([this](uint64_t ticket, bool ok) { on_send_done(ticket, ok); });
   if (!engine_->start(why)) return false;
   max_fragment_ = engine_->max_fragment();
   const transport::Region& lr = engine_->log_region();
@@ -298,6 +299,7 @@ void Server::destroy(Client& c) {
     g->local.erase(std::remove(g->local.begin(), g->local.end(), c.slot), g->local.end());
   active_.erase(std::remove(active_.begin(), active_.end(), &c), active_.end());
   dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), &c), dirty_.end());
+  detach_segment(c);  // the fabric keeps its own mapping while sends are in flight
   c.release_segment();
   uint32_t slot = c.slot;
   clients_[slot].reset();  // c is gone from here on
@@ -395,7 +397,7 @@ int Server::run() {
       }
       if (!c->broken && c->hello) {
         did |= process_requests(*c, kRequestBudget);
-        if (c->requests.used() != 0 && !c->broken) {
+        if ((c->requests.used() != 0 || c->zcb.streaming()) && !c->broken) {
           ++i;
           continue;
         }
@@ -406,6 +408,7 @@ int Server::run() {
     }
     update_release();
     update_pause();
+    release_idle_sources();
     wake_dirty();
     if (!announced && engine_->all_connected()) {
       announced = true;

@@ -27,11 +27,32 @@ namespace rcpg::daemon {
 
 using LogFn = std::function<void(const std::string&)>;
 
+// CPG accepts any guarantee value and treats unknown ones as AGREED.
+inline ordering::Guarantee guarantee_of(uint32_t g) {
+  return g <= static_cast<uint32_t>(ordering::Guarantee::Safe) ? static_cast<ordering::Guarantee>(g)
+                                                               : ordering::Guarantee::Agreed;
+}
+
+// Whether a handle's messages go out (Corosync accepts and drops the rest).
+inline bool sends(const Client& c) {
+  return c.handle.phase == Phase::Joining || c.handle.phase == Phase::Member;
+}
+
+// Largest message a client may send (CPG's own limit is 1 GiB as well).
+inline constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 30;
+
 struct ServerCounters {
   uint64_t clients_accepted = 0, clients_refused = 0, protocol_violations = 0;
   uint64_t joins = 0, leaves = 0, procdowns = 0;
   uint64_t deliveries_inline = 0, deliveries_log = 0;  // per client record
   uint64_t bytes_inline = 0, bytes_log = 0;            // copies made / avoided
+  // ZcbRecords: parts that left from the client's pool without a CPU copy
+  // and parts the engine (at the sequencer) or the fallback path copied.
+  uint64_t zcb_msgs = 0, zcb_try_again = 0, zcb_failed = 0;
+  uint64_t zcb_parts_zero_copy = 0, zcb_bytes_not_copied = 0;
+  uint64_t zcb_parts_copied = 0, zcb_bytes_copied = 0;
+  uint64_t zcb_register_failures = 0;
+  uint64_t zcb_held_after_exit = 0;  // segments kept registered for in-flight sends
   uint64_t confchgs = 0, totem_confchgs = 0;
   uint64_t unknown_group_entries = 0, bad_membership_entries = 0;
   uint64_t delivery_pauses = 0, ring_overflows = 0;
@@ -62,6 +83,15 @@ class Server {
   struct DeferredLeave {  // PROCDOWN leave waiting for engine credit
     uint64_t serial;
     Handle handle;
+  };
+  // A client segment registered with the endpoint for zero-copy sends. It
+  // outlives its client while engine tickets are outstanding (the NIC may
+  // still read it); the slot is reused only once it is deregistered. The
+  // engine ticket of every part sent from it is its index + 1.
+  struct ZcSource {
+    transport::Region* region = nullptr;
+    Client* owner = nullptr;  // null once the client is gone
+    uint32_t outstanding = 0;
   };
 
   // server.cpp: sockets, epoll, the loop
@@ -97,7 +127,14 @@ class Server {
   Outcome forward_mcast(Client& c, const ipc::RecordHeader& h, const std::byte* body);
   Outcome forward_chunk(Client& c, const ipc::RecordHeader& h, const std::byte* body);
   Outcome forward_zcb(Client& c, const ipc::RecordHeader& h, const std::byte* body);
+  Outcome stream_zcb(Client& c);
+  ordering::SendResult send_zcb_part(Client& c, uint16_t flags, size_t len);
+  void on_send_done(uint64_t ticket, bool ok);
+  void complete_zcb(Client& c);
   void finish_zcb(Client& c, uint64_t ticket, ipc::Status s);
+  void register_segment(Client& c);
+  void detach_segment(Client& c);
+  void release_idle_sources();
   void on_delivery(const ordering::Delivery& d);
   void on_membership(const ordering::Delivery& d);
   void deliver_data(const ordering::Delivery& d, Group& g);
@@ -142,6 +179,10 @@ class Server {
   LocalRules rules_;
   std::deque<PendingOp> pending_ops_;
   std::vector<DeferredLeave> deferred_leaves_;
+
+  std::vector<ZcSource> zc_sources_;
+  std::vector<uint32_t> free_zc_sources_;
+  bool zc_idle_ = false;  // a detached source may have no tickets left
 
   std::vector<uint32_t> view_members_;
   uint64_t view_seq_ = 1;

@@ -14,8 +14,6 @@ using ordering::Guarantee;
 using ordering::SendResult;
 
 namespace {
-constexpr uint32_t kMaxMessageBytes = uint32_t{1} << 30;
-
 std::string_view name_of(const ipc::GroupName& g) {
   return {g.value, g.length};
 }
@@ -163,10 +161,12 @@ void Server::on_hello(Client& c, const std::byte* body, size_t len) {
     return reply(c, ipc::MsgType::Hello, &rep, sizeof(rep));
   }
   c.hello = true;
+  c.model_flags = req.model_flags;
+  register_segment(c);
   rep.segment_bytes = c.seg_bytes;
   rep.log_bytes = log_ro_fd_ >= 0 ? log_size_ : 0;
   rep.max_atomic_msg = static_cast<uint32_t>(max_fragment_);
-  rep.max_msg_bytes = kMaxMessageBytes;
+  rep.max_msg_bytes = static_cast<uint32_t>(kMaxMessageBytes);
   rep.ring_id_seq = view_seq_;
   rep.ring_id_nodeid = engine_->sequencer();
   int fds[3];

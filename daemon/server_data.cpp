@@ -15,25 +15,23 @@ using ordering::EntryKind;
 using ordering::Guarantee;
 using ordering::SendResult;
 
-namespace {
-constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 30;
-
-// CPG accepts any guarantee value and treats unknown ones as AGREED.
-Guarantee guarantee_of(uint32_t g) {
-  return g <= static_cast<uint32_t>(Guarantee::Safe) ? static_cast<Guarantee>(g)
-                                                     : Guarantee::Agreed;
-}
-
-bool sends(const Client& c) {
-  return c.handle.phase == Phase::Joining || c.handle.phase == Phase::Member;
-}
-}  // namespace
-
 // ---------------------------------------------------------------- requests
 
 bool Server::process_requests(Client& c, size_t budget) {
   if (!c.hello || c.broken) return false;
   bool did = false;
+  if (c.zcb.streaming()) {
+    // The rest of a zero-copy message whose first part is in the engine
+    // goes before anything published after it.
+    uint32_t parts = c.zcb.parts;
+    Outcome o = stream_zcb(c);
+    did = c.zcb.parts != parts;
+    if (o == Outcome::Busy) {
+      ++c.stats.engine_busy;
+      update_flow(c);
+      return did;
+    }
+  }
   for (size_t n = 0; n < budget; ++n) {
     ipc::RecordHeader h;
     const std::byte* body = nullptr;
@@ -156,79 +154,6 @@ Server::Outcome Server::forward_chunk(Client& c, const ipc::RecordHeader& h,
   next.sent += len;
   next.active = !last;
   c.chunk = next;
-  return Outcome::Done;
-}
-
-void Server::finish_zcb(Client& c, uint64_t ticket, ipc::Status s) {
-  c.header->zcb_status.value.store(static_cast<uint64_t>(static_cast<int64_t>(s)),
-                                   std::memory_order_relaxed);
-  c.header->zcb_done.value.store(ticket, std::memory_order_release);
-  after_write(c);  // wake it if it sleeps waiting for the ticket
-}
-
-Server::Outcome Server::forward_zcb(Client& c, const ipc::RecordHeader& h, const std::byte* body) {
-  ipc::ZcbRecord z;
-  if (h.length != sizeof(z)) {
-    violation(c, "ZcbMcast record of " + std::to_string(h.length) + " bytes");
-    return Outcome::Bad;
-  }
-  std::memcpy(&z, body, sizeof(z));
-  if (z.pool_offset < c.pool_offset || z.bytes > c.pool_bytes ||
-      z.pool_offset - c.pool_offset > c.pool_bytes - z.bytes) {
-    violation(c, "zero-copy buffer outside the pool");
-    return Outcome::Bad;
-  }
-  if (c.chunk.active) {
-    violation(c, "ZcbMcast record inside a chunked message");
-    return Outcome::Bad;
-  }
-  if (!sends(c)) {
-    finish_zcb(c, z.ticket, ipc::Status::NotExist);
-    return Outcome::Done;
-  }
-  if (z.bytes > kMaxMessageBytes) {
-    finish_zcb(c, z.ticket, ipc::Status::TooBig);
-    return Outcome::Done;
-  }
-  const std::byte* data = c.seg + z.pool_offset;
-  Guarantee g = guarantee_of(z.guarantee);
-  if (z.bytes <= max_fragment_) {
-    SendResult r = engine_->send(EntryKind::Data, g, c.handle.index, c.handle.pid,
-                                 {data, static_cast<size_t>(z.bytes)});
-    if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
-    if (r != SendResult::Ok) {
-      violation(c, "the engine refused a zero-copy message");
-      return Outcome::Bad;
-    }
-  } else {
-    // Larger than one fragment: stream it from the pool as credit allows;
-    // the record stays at the ring head until the last part is out.
-    if (!c.zcb.active) c.zcb = ChunkStream{true, z.bytes, 0, z.guarantee};
-    if (c.zcb.total != z.bytes) {
-      violation(c, "ZcbMcast record changed while it was being sent");
-      return Outcome::Bad;
-    }
-    while (c.zcb.sent < c.zcb.total) {
-      size_t part = std::min<uint64_t>(max_fragment_, c.zcb.total - c.zcb.sent);
-      bool last = c.zcb.sent + part == c.zcb.total;
-      uint16_t flags = ordering::kFragment | (c.zcb.sent == 0 ? ordering::kFragFirst : 0) |
-                       (last ? ordering::kFragLast : 0);
-      SendResult r =
-          engine_->send_part(g, c.handle.index, c.handle.pid, flags,
-                             static_cast<uint32_t>(c.zcb.total), {data + c.zcb.sent, part});
-      if (r == SendResult::TryAgain || r == SendResult::NotReady) return Outcome::Busy;
-      if (r != SendResult::Ok) {
-        violation(c, "the engine refused a zero-copy part");
-        return Outcome::Bad;
-      }
-      c.zcb.sent += part;
-    }
-    c.zcb.active = false;
-  }
-  ++c.stats.zcb_msgs;
-  ++c.stats.mcast_msgs;
-  c.stats.mcast_bytes += z.bytes;
-  finish_zcb(c, z.ticket, ipc::Status::Ok);
   return Outcome::Done;
 }
 
@@ -404,7 +329,8 @@ void Server::on_membership(const Delivery& d) {
       if (own->handle.phase == Phase::Joining) own->handle.phase = Phase::Member;
     }
     for (uint32_t slot : g.local) send_confchg(*clients_[slot], ev);
-    if (own) send_totem(*own);
+    // CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF: the joiner learns the view.
+    if (own && (own->model_flags & ipc::kDeliverInitialTotemConf)) send_totem(*own);
     return;
   }
   if (own) {

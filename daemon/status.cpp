@@ -65,8 +65,17 @@ std::string Server::status_report(StatusWhat what, bool json) const {
       {"totem_confchgs", counters_.totem_confchgs},
       {"deliveries_by_log_reference", counters_.deliveries_log},
       {"deliveries_copied", counters_.deliveries_inline},
-      {"bytes_not_copied", counters_.bytes_log},
-      {"bytes_copied", counters_.bytes_inline},
+      {"delivered_bytes_not_copied", counters_.bytes_log},
+      {"delivered_bytes_copied", counters_.bytes_inline},
+      {"zcb_msgs", counters_.zcb_msgs},
+      {"zcb_parts_zero_copy", counters_.zcb_parts_zero_copy},
+      {"zcb_bytes_not_copied", counters_.zcb_bytes_not_copied},
+      {"zcb_parts_copied", counters_.zcb_parts_copied},
+      {"zcb_bytes_copied", counters_.zcb_bytes_copied},
+      {"zcb_try_again", counters_.zcb_try_again},
+      {"zcb_failed", counters_.zcb_failed},
+      {"zcb_register_failures", counters_.zcb_register_failures},
+      {"zcb_held_after_exit", counters_.zcb_held_after_exit},
       {"unknown_group_entries", counters_.unknown_group_entries},
       {"bad_membership_entries", counters_.bad_membership_entries},
       {"delivery_pauses", counters_.delivery_pauses},
@@ -86,6 +95,8 @@ std::string Server::status_report(StatusWhat what, bool json) const {
       {"credit_stalls", e.credit_stalls},
       {"log_stalls", e.log_stalls},
       {"zero_copy_deliveries", e.zero_copy_deliveries},
+      {"zero_copy_sends", e.zero_copy_sends},
+      {"copied_sends", e.copied_sends},
       {"fragmented_msgs", e.reassembled},
       {"protocol_errors", e.protocol_errors},
       {"received_position", engine_->received_position()},
@@ -142,12 +153,13 @@ std::string Server::status_report(StatusWhat what, bool json) const {
         const ClientStats& s = c->stats;
         o += fmt::format(
             "{}{{\"pid\":{},\"group\":{},\"state\":\"{}\",\"mcast_msgs\":{},\"mcast_bytes\":{},"
-            "\"zcb_msgs\":{},\"deliver_msgs\":{},\"deliver_bytes\":{},\"log_refs\":{},"
+            "\"zcb_msgs\":{},\"zcb_try_again\":{},\"deliver_msgs\":{},\"deliver_bytes\":{},\"log_"
+            "refs\":{},"
             "\"confchgs\":{},\"wakes\":{},\"engine_busy\":{},\"dropped_not_joined\":{},"
             "\"flow_control\":{}}}",
             first ? "" : ",", c->pid, json_string(c->handle.group), phase_name(c->handle.phase),
-            s.mcast_msgs, s.mcast_bytes, s.zcb_msgs, s.deliver_msgs, s.deliver_bytes, s.log_refs,
-            s.confchgs, s.wakes, s.engine_busy, s.dropped_not_joined,
+            s.mcast_msgs, s.mcast_bytes, s.zcb_msgs, s.zcb_try_again, s.deliver_msgs,
+            s.deliver_bytes, s.log_refs, s.confchgs, s.wakes, s.engine_busy, s.dropped_not_joined,
             c->flow_control ? "true" : "false");
         first = false;
       }

@@ -234,6 +234,8 @@ class Engine {
   // engine_sequencer.cpp
   bool is_sequencer() const { return sequencer_ == cfg_.self; }
   bool sequence_inbound();
+  bool fragment_ok(const Peer& p, const EntryHeader& h) const;
+  void commit_fragment(Peer& p, const EntryHeader& h);
   bool replicate();
   bool publish_stability();
   uint64_t log_limit() const;
@@ -242,6 +244,7 @@ class Engine {
   bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end,
                      bool early = false);
   void deliver_ahead(uint64_t from);
+  bool entry_ok(const EntryHeader& h);
   bool send_ack();
   // Log space this node no longer needs: delivered (and released, in
   // hold_deliveries mode).

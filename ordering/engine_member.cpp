@@ -29,9 +29,11 @@ bool Engine::deliver() {
     }
     size_t off = pos % cfg_.log_bytes;
     size_t bytes = record_bytes(h->length);
-    if (bytes > cfg_.log_bytes - off || pos + bytes > received_ || h->gseq != expected_gseq_) {
+    if (bytes > cfg_.log_bytes - off || pos + bytes > received_ || h->gseq != expected_gseq_ ||
+        !entry_ok(*h)) {
       fail("log entry at position " + std::to_string(pos) + " is corrupt (gseq " +
-           std::to_string(h->gseq) + ", expected " + std::to_string(expected_gseq_) + ")");
+           std::to_string(h->gseq) + ", expected " + std::to_string(expected_gseq_) + ", kind " +
+           std::to_string(static_cast<int>(h->kind)) + ")");
       return n > 0;
     }
     if (skipped < early_.size() && early_[skipped] == pos) {
@@ -53,6 +55,19 @@ bool Engine::deliver() {
   }
   early_.erase(early_.begin(), early_.begin() + static_cast<std::ptrdiff_t>(skipped));
   return n > 0;
+}
+
+// What the sequencer writes is checked too: a member never hands out an
+// entry it could not have sequenced itself.
+bool Engine::entry_ok(const EntryHeader& h) {
+  bool kind = h.kind == EntryKind::Data || h.kind == EntryKind::Join ||
+              h.kind == EntryKind::Leave || h.kind == EntryKind::View;
+  if (!kind || static_cast<uint8_t>(h.guarantee) > 3 || !valid_fragment_flags(h.flags))
+    return false;
+  if (h.kind == EntryKind::View) return h.sender == sequencer_ && h.flags == 0;
+  if (!peer_by_id(h.sender) || h.length > cfg_.max_fragment) return false;
+  return !(h.flags & kFragment) ||
+         (h.kind == EntryKind::Data && h.aux <= kMaxMessageBytes && h.length <= h.aux);
 }
 
 // A SAFE entry at `from` waits for stability. UNORDERED and FIFO messages
@@ -135,7 +150,7 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
       fail("fragment sequence from node " + std::to_string(h.sender) + " is inconsistent");
       return false;
     }
-    std::memcpy(r.buf.data() + r.filled, payload, h.length);
+    if (h.length != 0) std::memcpy(r.buf.data() + r.filled, payload, h.length);
     r.filled += h.length;
     if (!(h.flags & kFragLast)) return true;
     d.data = r.buf.data();

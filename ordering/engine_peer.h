@@ -36,6 +36,9 @@ struct Engine::Peer {
   uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
   uint64_t inbound_read = 0;  // bytes we have sequenced
   uint64_t credit_sent = 0;
+  // Its fragment stream as sequenced so far (reassembly mode): bytes of the
+  // open message still to come; -1 = no message open.
+  int64_t frag_left = -1;
   // sequencer's view of this node as a member
   uint64_t repl_posted = 0;  // log bytes written to its mirror
   uint64_t stable_sent = 0;

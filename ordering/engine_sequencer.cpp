@@ -54,13 +54,17 @@ bool Engine::sequence_inbound() {
     while (taken < kMaxRecordsPerSenderRound) {
       const EntryHeader* h = reader.next(pos, end);
       if (!h) break;
+      // The sender may still write into its ring (a bug or an attack):
+      // validate a private copy and log exactly that copy.
+      EntryHeader hv;
+      std::memcpy(&hv, h, sizeof(hv));
       size_t off = pos % cfg_.inbound_bytes;
-      size_t bytes = record_bytes(h->length);
-      bool well_formed = h->length <= cfg_.max_fragment && bytes <= cfg_.inbound_bytes - off &&
-                         pos + bytes <= end && h->sender == p.id &&
-                         (h->kind == EntryKind::Data || h->kind == EntryKind::Join ||
-                          h->kind == EntryKind::Leave) &&
-                         static_cast<uint8_t>(h->guarantee) <= 3;
+      size_t bytes = record_bytes(hv.length);
+      bool well_formed = hv.length <= cfg_.max_fragment && bytes <= cfg_.inbound_bytes - off &&
+                         pos + bytes <= end && hv.sender == p.id &&
+                         (hv.kind == EntryKind::Data || hv.kind == EntryKind::Join ||
+                          hv.kind == EntryKind::Leave) &&
+                         static_cast<uint8_t>(hv.guarantee) <= 3 && fragment_ok(p, hv);
       if (!well_formed) {
         // A misbehaving sender loses the rest of its batch, nobody else
         // loses anything.
@@ -75,8 +79,10 @@ bool Engine::sequence_inbound() {
         log_full = true;
         break;
       }
-      std::memcpy(out, h, bytes);
-      out->gseq = next_gseq_++;
+      hv.gseq = next_gseq_++;
+      std::memcpy(out, &hv, sizeof(hv));
+      std::memcpy(out + 1, h + 1, hv.length);
+      if (hv.flags & kFragment) commit_fragment(p, hv);
       if (out->guarantee == Guarantee::Safe) last_safe_end_ = log_writer_.tail;
       ++counters_.sequenced_entries;
       pos += bytes;
@@ -89,6 +95,28 @@ bool Engine::sequence_inbound() {
   }
   received_ = log_writer_.tail;
   return did;
+}
+
+// Fragments must form whole messages of at most kMaxMessageBytes. In
+// reassembly mode a sender streams one message at a time, so the sequencer
+// checks the stream (a bad one would stop every member's reassembly); with
+// deliver_fragments parts of several streams interleave and the client
+// library checks them.
+bool Engine::fragment_ok(const Peer& p, const EntryHeader& h) const {
+  if (!valid_fragment_flags(h.flags)) return false;
+  if (!(h.flags & kFragment)) return cfg_.deliver_fragments || p.frag_left < 0;
+  if (h.kind != EntryKind::Data || h.aux > kMaxMessageBytes || h.length > h.aux) return false;
+  if (cfg_.deliver_fragments) return true;
+  int64_t left = (h.flags & kFragFirst) ? int64_t{h.aux} : p.frag_left;
+  if ((h.flags & kFragFirst) ? p.frag_left >= 0 : p.frag_left < 0) return false;
+  if (int64_t{h.length} > left) return false;
+  return (h.flags & kFragLast) ? left == int64_t{h.length} : left > int64_t{h.length};
+}
+
+void Engine::commit_fragment(Peer& p, const EntryHeader& h) {
+  if (cfg_.deliver_fragments) return;
+  int64_t left = (h.flags & kFragFirst) ? int64_t{h.aux} : p.frag_left;
+  p.frag_left = (h.flags & kFragLast) ? -1 : left - int64_t{h.length};
 }
 
 bool Engine::replicate() {

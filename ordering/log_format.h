@@ -46,6 +46,14 @@ inline constexpr size_t record_bytes(size_t payload) {
 // Credit (3) is reserved: senders get credit back through the log itself.
 enum class ImmType : uint32_t { Log = 1, Inbound = 2, Credit = 3, Stable = 4, Ack = 5 };
 inline constexpr size_t kMaxRingBytes = size_t{1} << 30;
+// The largest message (a fragment's `aux`); CPG promises at least 1 GiB.
+inline constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 30;
+
+// Flags a record may carry: none, or kFragment with kFragFirst/kFragLast.
+inline bool valid_fragment_flags(uint16_t flags) {
+  return flags == 0 ||
+         ((flags & ~(kFragment | kFragFirst | kFragLast)) == 0 && (flags & kFragment));
+}
 
 inline uint32_t make_imm(ImmType t, uint64_t pos) {
   return (static_cast<uint32_t>(t) << 28) | static_cast<uint32_t>((pos / kAlign) & 0x0fffffff);

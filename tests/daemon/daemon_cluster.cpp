@@ -37,7 +37,23 @@ std::string DaemonCluster::log_of(int node) const {
   return ss.str();
 }
 
+std::string DaemonCluster::address(int node) const {
+  if (fabric_ == "verbs")
+    return hosts_[static_cast<size_t>(node - 1)] + ":" + std::to_string(port_base_ + node);
+  return dir_ + "/node" + std::to_string(node) + ".sock";
+}
+
 bool DaemonCluster::start(std::string& why) {
+  if (fabric_ == "verbs") {
+    std::stringstream ss(std::getenv("RCPG_HOST_ADDRS") ? std::getenv("RCPG_HOST_ADDRS") : "");
+    for (std::string item; std::getline(ss, item, ',');)
+      if (!item.empty()) hosts_.push_back(item);
+    if (hosts_.size() < static_cast<size_t>(nodes_)) {
+      why = "verbs needs " + std::to_string(nodes_) + " addresses in RCPG_HOST_ADDRS";
+      return false;
+    }
+    port_base_ = 31000 + (getpid() % 1000) * 10;
+  }
   char tmpl[] = "/tmp/rcpgd-test-XXXXXX";
   if (!mkdtemp(tmpl)) {
     why = "mkdtemp failed";
@@ -50,14 +66,15 @@ bool DaemonCluster::start(std::string& why) {
   }
   {
     std::ofstream cfg(dir_ + "/rcpg.toml");
-    cfg << "[cluster]\nname = \"daemon-test\"\nkey_file = \"authkey\"\nfabric = \"shm\"\n"
+    cfg << "[cluster]\nname = \"daemon-test\"\nkey_file = \"authkey\"\nfabric = \"" << fabric_
+        << "\"\n"
         << "[engine]\nlog_bytes = \"4MiB\"\ninbound_bytes = \"1MiB\"\n"
         << "[ipc]\nrequest_bytes = \"1MiB\"\nevent_bytes = \"4MiB\"\npool_bytes = \"4MiB\"\n"
         // 2 cores shared by daemons and clients: spin briefly and yield.
         << "[spin]\niterations = 200\nyield = true\n"
         << "[timeouts]\nshutdown_linger_ms = 0\n";
     for (int n = 1; n <= nodes_; ++n)
-      cfg << "[[nodes]]\nnodeid = " << n << "\naddress = \"" << dir_ << "/node" << n << ".sock\"\n";
+      cfg << "[[nodes]]\nnodeid = " << n << "\naddress = \"" << address(n) << "\"\n";
   }
   for (int n = 1; n <= nodes_; ++n) {
     std::string log = dir_ + "/rcpgd" + std::to_string(n) + ".log";
@@ -75,7 +92,8 @@ bool DaemonCluster::start(std::string& why) {
     }
     pids_.push_back(pid);
   }
-  auto deadline = Clock::now() + std::chrono::seconds(30);
+  // Soft-RoCE under emulation connects slowly.
+  auto deadline = Clock::now() + std::chrono::seconds(fabric_ == "verbs" ? 120 : 30);
   for (int n = 1; n <= nodes_; ++n) {
     for (;;) {
       IpcTestClient c;
@@ -110,19 +128,45 @@ void DaemonCluster::kill_node(int node) {
 void DaemonCluster::stop() {
   for (pid_t& p : pids_)
     if (p > 0) kill(p, SIGTERM);
-  for (pid_t& p : pids_) {
+  for (size_t n = 0; n < pids_.size(); ++n) {
+    pid_t& p = pids_[n];
     if (p <= 0) continue;
     auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (waitpid(p, nullptr, WNOHANG) == 0) {
+    int status = 0;
+    while (waitpid(p, &status, WNOHANG) == 0) {
       if (Clock::now() > deadline) {
         kill(p, SIGKILL);
-        waitpid(p, nullptr, 0);
+        waitpid(p, &status, 0);
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    // A daemon whose peer stopped first ends with status 1 ("lost node":
+    // view changes are not implemented); anything else is a problem.
+    bool peer_first =
+        WIFEXITED(status) && WEXITSTATUS(status) == 1 &&
+        log_of(static_cast<int>(n) + 1).find("the ordering engine failed") != std::string::npos;
+    if ((!WIFEXITED(status) || WEXITSTATUS(status) != 0) && !peer_first)
+      exit_problems_.push_back("rcpgd " + std::to_string(n + 1) + " ended with " +
+                               (WIFEXITED(status)
+                                    ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                    : std::string("signal ") + strsignal(WTERMSIG(status))));
     p = -1;
   }
+}
+
+std::string DaemonCluster::problems() const {
+  std::string out;
+  for (const std::string& e : exit_problems_) out += e + "\n";
+  for (int n = 1; n <= nodes_; ++n) {
+    std::string log = log_of(n);
+    for (const char* mark : {"AddressSanitizer", "LeakSanitizer", "runtime error:"})
+      if (log.find(mark) != std::string::npos) {
+        out += "rcpgd " + std::to_string(n) + " log has a sanitizer report:\n" + log;
+        break;
+      }
+  }
+  return out;
 }
 
 }  // namespace rcpg::test

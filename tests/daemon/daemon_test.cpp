@@ -1,6 +1,5 @@
-// rcpgd as processes: clients speaking api/ipc/protocol.h directly (see
-// ipc_test_client.h) against one daemon, and a 3-daemon cluster on shm with
-// five client processes that must see identical message and confchg orders.
+// rcpgd as a process: clients speaking api/ipc/protocol.h directly (see
+// ipc_test_client.h) against one daemon. Multi-daemon tests: cluster_test.cpp.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,6 +12,7 @@
 
 #include "daemon_cluster.h"
 #include "ipc_test_client.h"
+#include "test_util.h"
 
 namespace rcpg::test {
 namespace {
@@ -21,55 +21,15 @@ using namespace std::chrono_literals;
 using ipc::RecordType;
 using ipc::Status;
 
-std::vector<std::byte> pattern(uint32_t a, uint32_t b, size_t n) {
-  std::vector<std::byte> v(n);
-  uint32_t x = a * 2654435761u + b * 40503u + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    v[i] = static_cast<std::byte>(x);
-  }
-  if (n >= 8) {
-    std::memcpy(v.data(), &a, 4);
-    std::memcpy(v.data() + 4, &b, 4);
-  }
-  return v;
-}
-
-// Forks a child running `body`; its return value is the exit status.
-pid_t spawn(const std::function<int()>& body) {
-  fflush(nullptr);
-  pid_t p = fork();
-  if (p == 0) _exit(body());
-  return p;
-}
-
-int wait_exit(pid_t p) {
-  int st = 0;
-  waitpid(p, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-std::optional<TestEvent> next_of(IpcTestClient& c, RecordType t,
-                                 std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto e = c.next_event(100ms);
-    if (e && e->type == t) return e;
-  }
-  return std::nullopt;
-}
-
-std::string member(uint32_t node, pid_t pid, const char* reason) {
-  return "(" + std::to_string(node) + "," + std::to_string(pid) + "," + reason + ")";
-}
-
 class SingleNode : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string why;
     ASSERT_TRUE(cluster_.start(why)) << why;
+  }
+  void TearDown() override {
+    cluster_.stop();
+    EXPECT_EQ(cluster_.problems(), "");
   }
   void connect(IpcTestClient& c) {
     std::string why;
@@ -154,6 +114,31 @@ TEST_F(SingleNode, SecondHandleOfTheSameProcessCannotJoinTheSameGroup) {
   ASSERT_EQ(a.join("g"), Status::Ok);
   EXPECT_EQ(b.join("g"), Status::Exist);
   EXPECT_EQ(b.join("g2"), Status::Ok);
+}
+
+// CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF: only a handle that asked for it
+// gets the TotemConfchg after its join.
+TEST_F(SingleNode, InitialTotemConfchgOnlyWhenAskedFor) {
+  IpcTestClient with, without;
+  std::string why;
+  ASSERT_TRUE(with.connect(cluster_.socket(1), why) && with.hello(why)) << why;
+  ASSERT_TRUE(without.connect(cluster_.socket(1), why) && without.hello(why, 0)) << why;
+  ASSERT_EQ(with.join("t1"), Status::Ok);
+  ASSERT_EQ(without.join("t2"), Status::Ok);
+  auto e = with.next_event(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type, RecordType::Confchg);
+  e = with.next_event(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->describe(), "TOTEM ring=(1,1) members[1]={1}");
+  e = without.next_event(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type, RecordType::Confchg);
+  // A message sent after the join is the next event: no TotemConfchg between.
+  ASSERT_TRUE(without.mcast(2, pattern(4, 4, 10)));
+  e = without.next_event(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type, RecordType::Deliver) << e->describe();
 }
 
 // Corosync: a process's last messages come before its PROCDOWN; finalize
@@ -279,157 +264,6 @@ TEST_F(SingleNode, DaemonGoneClosesClientSockets) {
   for (int i = 0; i < 100 && !c.daemon_gone(); ++i) c.next_event(20ms);
   EXPECT_TRUE(c.daemon_gone());
   EXPECT_EQ(c.join("h"), Status::Library);
-}
-
-// ---------------------------------------------------------------- 3 nodes
-
-// Five client processes on three daemons (nodes 1,1,2,3,3) join one group,
-// all send concurrently (every guarantee, atomic, chunked and zero-copy
-// messages), and must see the same sequence of deliveries; then one leaves,
-// one exits, and the rest see the same two confchgs.
-TEST(Cluster, ThreeNodesFiveClientsSeeTheSameOrder) {
-  DaemonCluster cluster(3);
-  std::string why;
-  ASSERT_TRUE(cluster.start(why)) << why;
-  const int kClients = 5, kPerClient = 24;
-  const int node_of[kClients] = {1, 1, 2, 3, 3};
-  int cmd[kClients][2], rep[kClients][2];
-  pid_t pids[kClients];
-  for (int k = 0; k < kClients; ++k) {
-    ASSERT_EQ(pipe(cmd[k]), 0);
-    ASSERT_EQ(pipe(rep[k]), 0);
-  }
-  auto report = [&](int k, const std::string& s) {
-    uint32_t n = static_cast<uint32_t>(s.size());
-    return write(rep[k][1], &n, 4) == 4 && write(rep[k][1], s.data(), n) == static_cast<ssize_t>(n);
-  };
-  for (int k = 0; k < kClients; ++k) {
-    std::string sock = cluster.socket(node_of[k]);
-    pids[k] = spawn([&, k, sock]() -> int {
-      IpcTestClient c;
-      std::string err;
-      if (!c.connect(sock, err) || !c.hello(err)) return 10;
-      if (c.join("order") != Status::Ok) return 11;
-      std::string transcript;
-      for (;;) {  // wait for everyone
-        auto e = c.next_event(30s);
-        if (!e) return 12;
-        if (e->type == RecordType::Confchg && e->members.size() == kClients) {
-          transcript = e->describe() + "\n";
-          break;
-        }
-      }
-      size_t atomic = c.hello_reply().max_atomic_msg;
-      const size_t sizes[] = {1, 64, 1000, 4096, atomic, atomic + 3, 3 * atomic};
-      for (int i = 0; i < kPerClient; ++i) {
-        auto p = pattern(static_cast<uint32_t>(k), static_cast<uint32_t>(i), sizes[i % 7] + 8);
-        // AGREED and SAFE: one total order. (UNORDERED/FIFO may be delivered
-        // ahead of a SAFE entry, at a point that differs between nodes.)
-        uint32_t g = 2 + static_cast<uint32_t>(i % 2);
-        bool ok = i % 5 == 4 ? c.zcb_mcast(g, p) == Status::Ok : c.mcast(g, p);
-        if (!ok) {
-          fprintf(stderr, "client %d: send %d (%zu bytes%s) failed\n", k, i, p.size(),
-                  i % 5 == 4 ? ", zero-copy" : "");
-          return 13;
-        }
-      }
-      int got = 0;
-      std::map<uint32_t, uint32_t> next;  // sender client index -> next message index
-      while (got < kClients * kPerClient) {
-        auto e = c.next_event(30s);
-        if (!e) return 14;
-        if (e->type == RecordType::TotemConfchg) continue;  // after the last joiner's own confchg
-        if (e->type != RecordType::Deliver) return 15;
-        uint32_t a, b;
-        std::memcpy(&a, e->data.data(), 4);
-        std::memcpy(&b, e->data.data() + 4, 4);
-        if (b != next[a]++ || e->data != pattern(a, b, sizes[b % 7] + 8)) {
-          fprintf(stderr,
-                  "client %d: delivery %d from (%u,%u) is message %u/%u of client %u, %zu bytes\n",
-                  k, got, e->nodeid, e->pid, b, next[a] - 1, a, e->data.size());
-          return 16;
-        }
-        transcript += e->describe() + "\n";
-        ++got;
-      }
-      if (!report(k, transcript)) return 17;
-      char what;
-      if (read(cmd[k][0], &what, 1) != 1) return 18;
-      if (what == 'X') return 0;  // exit without leaving: PROCDOWN
-      if (what == 'L') {
-        if (c.leave("order") != Status::Ok) return 19;
-        auto e = next_of(c, RecordType::Confchg);
-        return e && e->left.size() == 1 && e->left[0].reason == 2 ? 0 : 20;
-      }
-      std::string seen;  // 'W': the next two membership changes
-      for (int i = 0; i < 2; ++i) {
-        auto e = next_of(c, RecordType::Confchg, 30s);
-        if (!e) return 21;
-        seen += e->describe() + "\n";
-      }
-      return report(k, seen) ? 0 : 22;
-    });
-  }
-  auto read_report = [&](int k) {
-    uint32_t n = 0;
-    if (read(rep[k][0], &n, 4) != 4) return std::string("<no report>");
-    std::string s(n, '\0');
-    size_t off = 0;
-    while (off < n) {
-      ssize_t r = read(rep[k][0], s.data() + off, n - off);
-      if (r <= 0) return std::string("<short report>");
-      off += static_cast<size_t>(r);
-    }
-    return s;
-  };
-  for (int k = 0; k < kClients; ++k) close(rep[k][1]);
-  std::vector<std::string> transcripts;
-  for (int k = 0; k < kClients; ++k) transcripts.push_back(read_report(k));
-  for (int k = 0; k < kClients; ++k) {
-    EXPECT_EQ(std::count(transcripts[k].begin(), transcripts[k].end(), '\n'),
-              1 + kClients * kPerClient)
-        << "client " << k;
-    EXPECT_EQ(transcripts[k], transcripts[0]) << "client " << k << " saw another order";
-  }
-  // Expected member list: ordered by (nodeid, pid).
-  std::vector<std::pair<int, pid_t>> members;
-  for (int k = 0; k < kClients; ++k) members.push_back({node_of[k], pids[k]});
-  std::sort(members.begin(), members.end());
-  std::string all = "members[5]={";
-  for (size_t i = 0; i < members.size(); ++i)
-    all += (i ? "," : "") + member(members[i].first, members[i].second, "UNDEFINED");
-  EXPECT_EQ(transcripts[0].find("CONFCHG group=order " + all + "}"), 0u) << transcripts[0];
-
-  // Client 0 leaves, then client 3 exits; 1, 2 and 4 see both, identically.
-  ASSERT_EQ(write(cmd[0][1], "L", 1), 1);
-  EXPECT_EQ(wait_exit(pids[0]), 0);
-  ASSERT_EQ(write(cmd[3][1], "X", 1), 1);
-  EXPECT_EQ(wait_exit(pids[3]), 0);
-  for (int k : {1, 2, 4}) ASSERT_EQ(write(cmd[k][1], "W", 1), 1);
-  auto without = [&](std::vector<pid_t> gone) {
-    std::string s;
-    int n = 0;
-    for (auto& [node, pid] : members) {
-      if (std::find(gone.begin(), gone.end(), pid) != gone.end()) continue;
-      s += (n++ ? "," : "") + member(node, pid, "UNDEFINED");
-    }
-    return "members[" + std::to_string(n) + "]={" + s + "}";
-  };
-  std::string expect = "CONFCHG group=order " + without({pids[0]}) + " left[1]={" +
-                       member(1, pids[0], "LEAVE") + "} joined[0]={}\n" + "CONFCHG group=order " +
-                       without({pids[0], pids[3]}) + " left[1]={" + member(3, pids[3], "PROCDOWN") +
-                       "} joined[0]={}\n";
-  for (int k : {1, 2, 4}) {
-    EXPECT_EQ(read_report(k), expect) << "client " << k;
-    EXPECT_EQ(wait_exit(pids[k]), 0) << "client " << k;
-  }
-  for (int k = 0; k < kClients; ++k) {
-    close(cmd[k][0]);
-    close(cmd[k][1]);
-    close(rep[k][0]);
-  }
-  if (HasFailure())
-    for (int n = 1; n <= 3; ++n) ADD_FAILURE() << "rcpgd " << n << " log:\n" << cluster.log_of(n);
 }
 
 }  // namespace

@@ -107,9 +107,10 @@ bool IpcTestClient::request(ipc::MsgType type, const void* body, size_t len,
   }
 }
 
-bool IpcTestClient::hello(std::string& why) {
+bool IpcTestClient::hello(std::string& why, uint32_t model_flags) {
   ipc::HelloRequest req;
   req.pid = static_cast<uint32_t>(getpid());
+  req.model_flags = model_flags;
   std::vector<std::byte> rep;
   int fds[4];
   size_t nfds = 0;
@@ -287,20 +288,35 @@ bool IpcTestClient::mcast(uint32_t guarantee, const std::vector<std::byte>& payl
   return true;
 }
 
+uint64_t IpcTestClient::zcb_post(uint32_t guarantee, const std::vector<std::byte>& payload,
+                                 uint64_t pool_off) {
+  if (pool_off + payload.size() > hdr_->pool_bytes) return 0;
+  if (!payload.empty())
+    std::memcpy(seg_ + hdr_->pool_offset + pool_off, payload.data(), payload.size());
+  ipc::ZcbRecord z{guarantee, 0, hdr_->pool_offset + pool_off, payload.size(), ticket_ + 1};
+  if (!write_raw(ipc::RecordType::ZcbMcast, &z, sizeof(z))) return 0;
+  return ++ticket_;
+}
+
 ipc::Status IpcTestClient::zcb_mcast(uint32_t guarantee, const std::vector<std::byte>& payload,
                                      uint64_t pool_off, std::chrono::milliseconds timeout) {
   if (pool_off + payload.size() > hdr_->pool_bytes) return ipc::Status::InvalidParam;
-  std::memcpy(seg_ + hdr_->pool_offset + pool_off, payload.data(), payload.size());
-  ipc::ZcbRecord z{guarantee, 0, hdr_->pool_offset + pool_off, payload.size(), ++ticket_};
-  if (!write_raw(ipc::RecordType::ZcbMcast, &z, sizeof(z))) return ipc::Status::Library;
   auto deadline = Clock::now() + timeout;
-  while (hdr_->zcb_done.value.load(std::memory_order_acquire) != ticket_) {
-    if (gone_ || Clock::now() > deadline) return ipc::Status::Library;
-    pump();
-    drain_socket(1);
+  for (;;) {
+    uint64_t ticket = zcb_post(guarantee, payload, pool_off);
+    if (ticket == 0) return ipc::Status::Library;
+    while (hdr_->zcb_done.value.load(std::memory_order_acquire) != ticket) {
+      if (gone_ || Clock::now() > deadline) return ipc::Status::Library;
+      pump();
+      drain_socket(1);
+    }
+    auto s = static_cast<ipc::Status>(
+        static_cast<int32_t>(hdr_->zcb_status.value.load(std::memory_order_relaxed)));
+    if (s != ipc::Status::TryAgain || Clock::now() > deadline) return s;
+    ++try_agains_;
+    pump();  // like an application dispatching on TRY_AGAIN
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
-  return static_cast<ipc::Status>(
-      static_cast<int32_t>(hdr_->zcb_status.value.load(std::memory_order_relaxed)));
 }
 
 bool IpcTestClient::drain_socket(int timeout_ms) {

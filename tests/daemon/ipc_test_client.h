@@ -43,7 +43,9 @@ class IpcTestClient {
   IpcTestClient& operator=(const IpcTestClient&) = delete;
 
   bool connect(const std::string& socket_path, std::string& why);
-  bool hello(std::string& why);
+  // model_flags: cpg_model_v1_data_t::flags (by default, ask for the
+  // TotemConfchg after a join).
+  bool hello(std::string& why, uint32_t model_flags = ipc::kDeliverInitialTotemConf);
   // Join/Leave/MembershipGet/Finalize: the daemon's status (Library when the
   // connection failed).
   ipc::Status join(const std::string& group);
@@ -58,9 +60,16 @@ class IpcTestClient {
              std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Zero-copy: copies `payload` into the pool at `pool_off` and sends a
   // ZcbMcast; returns the daemon's zcb_status once the ticket completes.
+  // TryAgain (engine full) is retried, as an application would, until
+  // `timeout`; try_agains() counts them.
   ipc::Status zcb_mcast(uint32_t guarantee, const std::vector<std::byte>& payload,
                         uint64_t pool_off = 0,
                         std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Publishes a ZcbMcast without waiting for its ticket (nonzero; 0 if the
+  // ring stayed full).
+  uint64_t zcb_post(uint32_t guarantee, const std::vector<std::byte>& payload,
+                    uint64_t pool_off = 0);
+  uint64_t try_agains() const { return try_agains_; }
   // Writes raw bytes as one request record (for garbage tests).
   bool write_raw(ipc::RecordType type, const void* body, uint32_t length);
 
@@ -97,6 +106,7 @@ class IpcTestClient {
   ipc::SegmentHeader* hdr_ = nullptr;
   uint64_t req_head_ = 0, req_pending_ = 0, ev_tail_ = 0;
   uint64_t ticket_ = 0;
+  uint64_t try_agains_ = 0;
   // Reassembly of chunked deliveries, per (nodeid << 32 | pid).
   std::map<uint64_t, TestEvent> partial_;
   std::deque<TestEvent> backlog_;
