@@ -295,7 +295,9 @@ void Server::destroy(Client& c) {
     close(c.fd);
     c.fd = -1;
   }
-  if (Group* g = c.handle.group.empty() ? nullptr : groups_.find(c.handle.group))
+  // The empty name is a valid group: membership is told by the phase.
+  bool ever_joined = c.handle.phase != Phase::None;
+  if (Group* g = ever_joined ? groups_.find(c.handle.group) : nullptr)
     g->local.erase(std::remove(g->local.begin(), g->local.end(), c.slot), g->local.end());
   active_.erase(std::remove(active_.begin(), active_.end(), &c), active_.end());
   dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), &c), dirty_.end());

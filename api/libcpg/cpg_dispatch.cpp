@@ -64,6 +64,8 @@ struct DispatchState {
     }
     constexpr uint32_t kFirstLast = ipc::kChunkFirst | ipc::kChunkLast;
     if ((d.flags & ~(kFirstLast | ipc::kChunkMiddle)) != 0) return Outcome::Corrupt;
+    // Never allocate what no sender could have sent (a hostile or broken daemon).
+    if (d.total_bytes > c.max_msg || d.bytes > d.total_bytes) return Outcome::Corrupt;
     const bool whole = d.flags == 0 || (d.flags == kFirstLast && d.bytes == d.total_bytes);
     if (whole) {
       if (c.cb.deliver != nullptr)
@@ -108,6 +110,8 @@ struct DispatchState {
     // Records are 8-byte aligned and ConfchgRecord is a multiple of 4 bytes,
     // so the entries are suitably aligned for cpg_address.
     const auto* members = reinterpret_cast<const cpg_address*>(r.body + sizeof(h));
+    for (uint32_t i = 0; i < h.left_count; ++i)
+      c.reassembly.forget(members[h.member_count + i].nodeid, members[h.member_count + i].pid);
     if (c.cb.confchg != nullptr)
       c.cb.confchg(c.handle, &g, members, h.member_count, members + h.member_count, h.left_count,
                    members + h.member_count + h.left_count, h.joined_count);

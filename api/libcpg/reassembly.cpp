@@ -11,6 +11,15 @@ Reassembly::~Reassembly() {
   std::free(done_.data);
 }
 
+void Reassembly::forget(uint32_t nodeid, uint32_t pid) {
+  for (auto it = parts_.begin(); it != parts_.end(); ++it)
+    if (it->nodeid == nodeid && it->pid == pid) {
+      std::free(it->data);
+      parts_.erase(it);
+      return;
+    }
+}
+
 void Reassembly::release_complete() {
   std::free(done_.data);
   done_ = Buffer{};
@@ -27,7 +36,11 @@ PartResult Reassembly::add(uint32_t nodeid, uint32_t pid, uint32_t flags, uint64
     if (buf == nullptr) return PartResult::NoMemory;
     parts_.push_back(Buffer{nodeid, pid, total, 0, buf});
     it = parts_.end() - 1;
-  } else if (it == parts_.end() || total != it->total) {
+  } else if (it == parts_.end()) {
+    // Its first part was ordered before this handle joined: the message is
+    // not ours (it goes to those who were members when it began).
+    return PartResult::Pending;
+  } else if (total != it->total) {
     return PartResult::Malformed;
   }
   if (bytes > it->total - it->filled) return PartResult::Malformed;

@@ -33,6 +33,8 @@ class Reassembly {
   void release_complete();
 
   size_t in_progress() const { return parts_.size(); }
+  // The sender left the group: its unfinished message will never complete.
+  void forget(uint32_t nodeid, uint32_t pid);
 
  private:
   struct Buffer {

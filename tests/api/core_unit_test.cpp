@@ -252,11 +252,18 @@ TEST(Reassembly, InterleavedSendersAndErrors) {
   EXPECT_EQ(std::string(static_cast<char*>(r.message()), r.message_bytes()), "hello, world");
   r.release_complete();
   EXPECT_EQ(r.in_progress(), 0u);
-  // A middle part with no first part, overruns and short totals are refused.
-  EXPECT_EQ(r.add(3, 30, 0, 10, b, 4), PartResult::Malformed);
+  // Parts of a message that began before we joined are skipped, never
+  // delivered (nothing is allocated for them).
+  EXPECT_EQ(r.add(3, 30, ipc::kChunkMiddle, 10, b, 4), PartResult::Pending);
+  EXPECT_EQ(r.add(3, 30, ipc::kChunkLast, 10, b + 4, 6), PartResult::Pending);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // Overruns and short totals are refused.
   EXPECT_EQ(r.add(3, 30, ipc::kChunkFirst, 4, b, 5), PartResult::Malformed);
   EXPECT_EQ(r.add(3, 30, ipc::kChunkFirst, 10, b, 4), PartResult::Pending);
   EXPECT_EQ(r.add(3, 30, ipc::kChunkLast, 10, b, 4), PartResult::Malformed);
+  // A sender that leaves mid-message: its buffer goes.
+  r.forget(3, 30);
+  EXPECT_EQ(r.in_progress(), 0u);
 }
 
 }  // namespace

@@ -116,6 +116,32 @@ TEST_F(SingleNode, SecondHandleOfTheSameProcessCannotJoinTheSameGroup) {
   EXPECT_EQ(b.join("g2"), Status::Ok);
 }
 
+// The empty name is a group like any other: a member that goes away is
+// removed from it (found by the fuzzer: a stale slot got later members'
+// confchgs twice, or a destroyed client's).
+TEST_F(SingleNode, EmptyGroupNameMembersAreForgottenWhenTheyGo) {
+  {
+    IpcTestClient a;
+    connect(a);
+    ASSERT_EQ(a.join(""), Status::Ok);
+    ASSERT_TRUE(next_of(a, RecordType::Confchg));
+    EXPECT_EQ(a.finalize(), Status::Ok);
+  }
+  IpcTestClient b;
+  connect(b);
+  ASSERT_EQ(b.join(""), Status::Ok);
+  auto cc = next_of(b, RecordType::Confchg);
+  ASSERT_TRUE(cc);
+  // Exactly one confchg for its join (after the first member's PROCDOWN
+  // left, which b never saw), then its own message.
+  EXPECT_NE(cc->describe().find("joined[1]"), std::string::npos) << cc->describe();
+  ASSERT_TRUE(b.mcast(2, pattern(5, 0, 8)));
+  auto e = b.next_event(5s);
+  while (e && e->type == RecordType::TotemConfchg) e = b.next_event(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type, RecordType::Deliver) << e->describe();
+}
+
 // CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF: only a handle that asked for it
 // gets the TotemConfchg after its join.
 TEST_F(SingleNode, InitialTotemConfchgOnlyWhenAskedFor) {
