@@ -42,6 +42,7 @@ bool send_all(int fd, const void* data, size_t len) {
 }  // namespace
 
 Connection::~Connection() {
+  for (Stashed& e : stashed) std::free(e.message);
   if (seg != nullptr) ::munmap(seg, seg_bytes);
   if (log != nullptr) ::munmap(const_cast<uint8_t*>(log), log_bytes);
   for (int fd : {sock, epfd, localfd, doorbell})

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -106,6 +107,20 @@ class Connection {
   // under dispatch_mu
   RingConsumer events;
   Reassembly reassembly;
+  // Events taken off the ring while a send of this handle was blocked (its
+  // own streamed message could not otherwise make progress when the
+  // application dispatches from the same thread): delivered by the next
+  // cpg_dispatch before anything still in the ring. `record` is a whole
+  // event in ring form with any payload inline; `message` (malloc'd) is a
+  // reassembled message instead.
+  struct Stashed {
+    std::vector<uint8_t> record;
+    ipc::RecordType type = ipc::RecordType::Pad;
+    void* message = nullptr;
+    uint64_t message_bytes = 0;
+    uint32_t nodeid = 0, pid = 0;
+  };
+  std::deque<Stashed> stashed;
   bool raced = false;  // events appeared while arming `sleeping` (see dispatch)
 
   // The group joined last: Deliver records do not repeat it. Written under
@@ -124,6 +139,10 @@ class Connection {
 // Waiting on the daemon through shared memory (ring space, zcb completion):
 // spin briefly, then yield, then sleep in short steps, checking now and then
 // that the daemon is still there so that its death ends the wait.
+// Moves pending events into Connection::stashed (see there); false when the
+// connection turned out dead. Defined in cpg_dispatch.cpp.
+bool absorb_events(Connection& c);
+
 template <class Pred>
 bool wait_while_alive(Connection& c, Pred done) {
   for (uint64_t i = 0;; ++i) {

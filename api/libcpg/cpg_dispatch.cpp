@@ -27,6 +27,11 @@ struct DispatchState {
   Connection& c;
   cpg_name group{};
   uint64_t group_gen = ~uint64_t{0};
+  bool from_ring = true;  // false: handling a stashed event
+
+  void consume() {
+    if (from_ring) c.events.consume();
+  }
 
   const cpg_name& current_group() {
     uint64_t g = c.group_gen.load(std::memory_order_acquire);
@@ -73,7 +78,7 @@ struct DispatchState {
         // convert in place); Log data is read-only memory, documented in cpg.h.
         c.cb.deliver(c.handle, &current_group(), d.nodeid, d.pid, const_cast<uint8_t*>(data),
                      d.bytes);
-      c.events.consume();
+      consume();
       release(d.position);
       return Outcome::Callback;
     }
@@ -83,13 +88,13 @@ struct DispatchState {
       case PartResult::Malformed:
         return Outcome::Corrupt;
       case PartResult::Pending:
-        c.events.consume();
+        consume();
         release(d.position);
         return Outcome::Handled;
       case PartResult::Complete:
         break;
     }
-    c.events.consume();
+    consume();
     release(d.position);
     if (c.cb.deliver != nullptr)
       c.cb.deliver(c.handle, &current_group(), d.nodeid, d.pid, c.reassembly.message(),
@@ -115,7 +120,7 @@ struct DispatchState {
     if (c.cb.confchg != nullptr)
       c.cb.confchg(c.handle, &g, members, h.member_count, members + h.member_count, h.left_count,
                    members + h.member_count + h.left_count, h.joined_count);
-    c.events.consume();
+    consume();
     return Outcome::Callback;
   }
 
@@ -130,7 +135,7 @@ struct DispatchState {
       id.seq = t.ring_seq;
       c.cb.totem(c.handle, id, t.count, reinterpret_cast<const uint32_t*>(r.body + sizeof(t)));
     }
-    c.events.consume();
+    consume();
     return Outcome::Callback;
   }
 
@@ -158,7 +163,103 @@ struct DispatchScope {
   ~DispatchScope() { tl_dispatching = prev; }
 };
 
+// Runs the callback of one stashed event.
+Outcome dispatch_stashed(DispatchState& s, Connection::Stashed& e) {
+  if (e.message != nullptr) {
+    if (s.c.cb.deliver != nullptr)
+      s.c.cb.deliver(s.c.handle, &s.current_group(), e.nodeid, e.pid, e.message, e.message_bytes);
+    return Outcome::Callback;
+  }
+  RingRecord r{e.type, e.record.data(), static_cast<uint32_t>(e.record.size())};
+  s.from_ring = false;
+  Outcome o = s.handle(r);
+  s.from_ring = true;
+  return o;
+}
+
 }  // namespace
+
+namespace rcpg::cpg {
+
+// Takes events off the ring into the stash so that a blocked send can
+// progress: parts of streamed messages go into reassembly, whole events are
+// copied out of the log (releasing it). Only when no thread is dispatching.
+bool absorb_events(Connection& c) {
+  std::unique_lock lock(c.dispatch_mu, std::try_to_lock);
+  if (!lock.owns_lock()) return true;
+  bool took = false;
+  for (int n = 0; n < 256; ++n) {
+    RingRecord r;
+    ReadResult res = c.events.peek(r);
+    if (res == ReadResult::Empty) break;
+    if (res == ReadResult::Corrupt) {
+      c.mark_dead();
+      return false;
+    }
+    Connection::Stashed e;
+    e.type = r.type;
+    uint64_t release = 0;
+    if (r.type == ipc::RecordType::Deliver) {
+      ipc::DeliverRecord d;
+      if (r.length < sizeof(d)) return c.mark_dead(), false;
+      std::memcpy(&d, r.body, sizeof(d));
+      const uint8_t* data = r.body + sizeof(d);
+      if (d.source == ipc::DeliverSource::Log) {
+        if (c.log == nullptr || d.log_offset > c.log_bytes || d.bytes > c.log_bytes - d.log_offset)
+          return c.mark_dead(), false;
+        data = c.log + d.log_offset;
+      } else if (d.source != ipc::DeliverSource::Inline || d.bytes > r.length - sizeof(d)) {
+        return c.mark_dead(), false;
+      }
+      if (d.total_bytes > c.max_msg || d.bytes > d.total_bytes) return c.mark_dead(), false;
+      release = d.position;
+      constexpr uint32_t kFirstLast = ipc::kChunkFirst | ipc::kChunkLast;
+      bool whole = d.flags == 0 || (d.flags == kFirstLast && d.bytes == d.total_bytes);
+      if (!whole) {
+        PartResult pr = c.reassembly.add(d.nodeid, d.pid, d.flags, d.total_bytes, data, d.bytes);
+        if (pr == PartResult::Malformed) return c.mark_dead(), false;
+        if (pr == PartResult::NoMemory) break;  // leave it for cpg_dispatch to report
+        if (pr == PartResult::Complete) {
+          e.message_bytes = c.reassembly.message_bytes();
+          e.message = c.reassembly.take_complete();
+          e.nodeid = d.nodeid;
+          e.pid = d.pid;
+          c.stashed.push_back(std::move(e));
+        }
+      } else {
+        d.source = ipc::DeliverSource::Inline;
+        d.flags = 0;
+        d.position = 0;
+        e.record.resize(sizeof(d) + d.bytes);
+        std::memcpy(e.record.data(), &d, sizeof(d));
+        if (d.bytes != 0) std::memcpy(e.record.data() + sizeof(d), data, d.bytes);
+        c.stashed.push_back(std::move(e));
+      }
+    } else {
+      if (r.type == ipc::RecordType::Confchg) {
+        ipc::ConfchgRecord h;
+        if (r.length < sizeof(h)) return c.mark_dead(), false;
+        std::memcpy(&h, r.body, sizeof(h));
+        uint64_t all = uint64_t{h.member_count} + h.left_count + h.joined_count;
+        if (all > (r.length - sizeof(h)) / sizeof(cpg_address)) return c.mark_dead(), false;
+        for (uint32_t i = 0; i < h.left_count; ++i) {
+          ipc::MemberEntry m;
+          std::memcpy(&m, r.body + sizeof(h) + (h.member_count + i) * sizeof(m), sizeof(m));
+          c.reassembly.forget(m.nodeid, m.pid);
+        }
+      }
+      e.record.assign(r.body, r.body + r.length);
+      c.stashed.push_back(std::move(e));
+    }
+    c.events.consume();
+    if (release != 0) c.hdr->released.value.store(release, std::memory_order_release);
+    took = true;
+  }
+  if (took && !c.stashed.empty()) c.kick_local();  // cpg_fd_get's fd must show them
+  return !c.dead();
+}
+
+}  // namespace rcpg::cpg
 
 RCPG_EXPORT cs_error_t cpg_dispatch(cpg_handle_t handle, cs_dispatch_flags_t dispatch_types) {
   auto c = connections().acquire(handle);
@@ -171,6 +272,21 @@ RCPG_EXPORT cs_error_t cpg_dispatch(cpg_handle_t handle, cs_dispatch_flags_t dis
   const bool one =
       dispatch_types == CS_DISPATCH_ONE || dispatch_types == CS_DISPATCH_ONE_NONBLOCKING;
   DispatchState s{*c};
+  while (!c->stashed.empty()) {
+    if (c->finalized.load(std::memory_order_acquire)) return CS_OK;
+    Connection::Stashed e = std::move(c->stashed.front());
+    c->stashed.pop_front();
+    Outcome o = dispatch_stashed(s, e);
+    std::free(e.message);
+    if (o == Outcome::Corrupt) {
+      c->mark_dead();
+      return CS_ERR_LIBRARY;
+    }
+    if (o == Outcome::Callback && one) {
+      if (!c->stashed.empty() || !c->events.empty()) c->kick_local();
+      return CS_OK;
+    }
+  }
   for (;;) {
     if (c->finalized.load(std::memory_order_acquire)) return CS_OK;
     RingRecord r;

@@ -65,7 +65,11 @@ cs_error_t send_parts(Connection& c, cpg_guarantee_t guarantee, IovCursor& cur, 
     if (p == nullptr) {
       // Nothing queued yet: back-pressure is the caller's to handle.
       if (sent == 0) return alive_every(c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
+      // Our own parts (and everything else) keep arriving while we stream:
+      // take them off the event ring, or a single-threaded program that
+      // sends a message larger than the rings would wait for itself.
       bool ok = wait_while_alive(c, [&] {
+        if (!absorb_events(c)) return false;
         p = c.requests.reserve(ipc::RecordType::McastChunk, body);
         return p != nullptr;
       });

@@ -31,6 +31,12 @@ class Reassembly {
   void* message() const { return done_.data; }
   uint64_t message_bytes() const { return done_.total; }
   void release_complete();
+  // After Complete: the message's malloc'd buffer, now the caller's to free.
+  void* take_complete() {
+    void* p = done_.data;
+    done_ = Buffer{};
+    return p;
+  }
 
   size_t in_progress() const { return parts_.size(); }
   // The sender left the group: its unfinished message will never complete.

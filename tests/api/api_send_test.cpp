@@ -335,3 +335,29 @@ TEST(cpg_dispatch, WritableDeliveryOnRequest) {
   EXPECT_EQ(g_written, "CONVERT");
   EXPECT_CS_OK(cpg_finalize(h));
 }
+
+// A single-threaded program (the usual CPG event loop) streams a message far
+// larger than the daemon's log and its own event ring, dispatching only
+// after cpg_mcast_joined returns: the library must not wait for itself.
+TEST(cpg_mcast_joined, SingleThreadedSenderOfAHugeMessage) {
+  Client c;
+  ASSERT_CS_OK(c.join(unique_group()));
+  ASSERT_TRUE(c.wait_events(1));
+  std::string big = pattern((48 << 20) + 5, 9);
+  std::string small = "after";
+  iovec iov{big.data(), big.size()};
+  cs_error_t st;
+  while ((st = cpg_mcast_joined(c.h, CPG_TYPE_AGREED, &iov, 1)) == CS_ERR_TRY_AGAIN)
+    cpg_dispatch(c.h, CS_DISPATCH_ALL);
+  ASSERT_CS_OK(st);
+  ASSERT_CS_OK(c.send(small));
+  ASSERT_TRUE(c.dispatch_until([&] { return c.rec.count(Event::Deliver) == 2; },
+                               std::chrono::seconds(60)));
+  std::vector<std::string> got;
+  for (auto& e : c.rec.events)
+    if (e.kind == Event::Deliver) got.push_back(e.data);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].size(), big.size());
+  EXPECT_TRUE(got[0] == big);
+  EXPECT_EQ(got[1], small);
+}
