@@ -217,8 +217,9 @@ TEST_F(RcpgTool, BadSocketOrCommandLineIsAClearErrorAndNonzeroExit) {
   auto expect_error = [&](const std::vector<std::string>& args, int code, const std::string& msg,
                           const std::string& env = {}) {
     ToolRun r = run_tool(dir, args, env);
-    EXPECT_EQ(r.exit, code) << args.back() << ": " << r.err;
-    EXPECT_EQ(r.out, "") << args.back();
+    const std::string what = args.empty() ? std::string("(no arguments)") : args.back();
+    EXPECT_EQ(r.exit, code) << what << ": " << r.err;
+    EXPECT_EQ(r.out, "") << what;
     EXPECT_NE(r.err.find(msg), std::string::npos) << "wanted \"" << msg << "\" in: " << r.err;
   };
   expect_error(
