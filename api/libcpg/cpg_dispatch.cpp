@@ -23,6 +23,30 @@ static_assert(sizeof(ipc::GroupName) == sizeof(cpg_name));
 
 enum class Outcome { Handled, Callback, NoMemory, Corrupt };
 
+// Reads and checks a Deliver record: where its payload lies and whether it
+// is a whole message (or one part of a streamed one). False = corrupt.
+bool parse_deliver(const Connection& c, const RingRecord& r, ipc::DeliverRecord& d,
+                   const uint8_t*& data, bool& whole) {
+  if (r.length < sizeof(d)) return false;
+  std::memcpy(&d, r.body, sizeof(d));
+  if (d.source == ipc::DeliverSource::Inline) {
+    if (d.bytes > r.length - sizeof(d)) return false;
+    data = r.body + sizeof(d);
+  } else if (d.source == ipc::DeliverSource::Log) {
+    if (c.log == nullptr || d.log_offset > c.log_bytes || d.bytes > c.log_bytes - d.log_offset)
+      return false;
+    data = c.log + d.log_offset;
+  } else {
+    return false;
+  }
+  constexpr uint32_t kFirstLast = ipc::kChunkFirst | ipc::kChunkLast;
+  if ((d.flags & ~(kFirstLast | ipc::kChunkMiddle)) != 0) return false;
+  // Never allocate what no sender could have sent (a hostile or broken daemon).
+  if (d.total_bytes > c.max_msg || d.bytes > d.total_bytes) return false;
+  whole = d.flags == 0 || (d.flags == kFirstLast && d.bytes == d.total_bytes);
+  return true;
+}
+
 struct DispatchState {
   Connection& c;
   cpg_name group{};
@@ -49,29 +73,14 @@ struct DispatchState {
 
   Outcome deliver(const RingRecord& r) {
     ipc::DeliverRecord d;
-    if (r.length < sizeof(d)) return Outcome::Corrupt;
-    std::memcpy(&d, r.body, sizeof(d));
     const uint8_t* data;
-    if (d.source == ipc::DeliverSource::Inline) {
-      if (d.bytes > r.length - sizeof(d)) return Outcome::Corrupt;
-      data = r.body + sizeof(d);
-    } else if (d.source == ipc::DeliverSource::Log) {
-      if (c.log == nullptr || d.log_offset > c.log_bytes || d.bytes > c.log_bytes - d.log_offset)
-        return Outcome::Corrupt;
-      data = c.log + d.log_offset;
-      if (c.copy_deliveries) {
-        if (c.delivery_copy.size() < d.bytes) c.delivery_copy.resize(d.bytes);
-        if (d.bytes != 0) std::memcpy(c.delivery_copy.data(), data, d.bytes);
-        data = c.delivery_copy.data();
-      }
-    } else {
-      return Outcome::Corrupt;
+    bool whole;
+    if (!parse_deliver(c, r, d, data, whole)) return Outcome::Corrupt;
+    if (d.source == ipc::DeliverSource::Log && c.copy_deliveries) {
+      if (c.delivery_copy.size() < d.bytes) c.delivery_copy.resize(d.bytes);
+      if (d.bytes != 0) std::memcpy(c.delivery_copy.data(), data, d.bytes);
+      data = c.delivery_copy.data();
     }
-    constexpr uint32_t kFirstLast = ipc::kChunkFirst | ipc::kChunkLast;
-    if ((d.flags & ~(kFirstLast | ipc::kChunkMiddle)) != 0) return Outcome::Corrupt;
-    // Never allocate what no sender could have sent (a hostile or broken daemon).
-    if (d.total_bytes > c.max_msg || d.bytes > d.total_bytes) return Outcome::Corrupt;
-    const bool whole = d.flags == 0 || (d.flags == kFirstLast && d.bytes == d.total_bytes);
     if (whole) {
       if (c.cb.deliver != nullptr)
         // The deliver callback's msg is not const (Corosync lets receivers
@@ -201,20 +210,10 @@ bool absorb_events(Connection& c) {
     uint64_t release = 0;
     if (r.type == ipc::RecordType::Deliver) {
       ipc::DeliverRecord d;
-      if (r.length < sizeof(d)) return c.mark_dead(), false;
-      std::memcpy(&d, r.body, sizeof(d));
-      const uint8_t* data = r.body + sizeof(d);
-      if (d.source == ipc::DeliverSource::Log) {
-        if (c.log == nullptr || d.log_offset > c.log_bytes || d.bytes > c.log_bytes - d.log_offset)
-          return c.mark_dead(), false;
-        data = c.log + d.log_offset;
-      } else if (d.source != ipc::DeliverSource::Inline || d.bytes > r.length - sizeof(d)) {
-        return c.mark_dead(), false;
-      }
-      if (d.total_bytes > c.max_msg || d.bytes > d.total_bytes) return c.mark_dead(), false;
+      const uint8_t* data;
+      bool whole;
+      if (!parse_deliver(c, r, d, data, whole)) return c.mark_dead(), false;
       release = d.position;
-      constexpr uint32_t kFirstLast = ipc::kChunkFirst | ipc::kChunkLast;
-      bool whole = d.flags == 0 || (d.flags == kFirstLast && d.bytes == d.total_bytes);
       if (!whole) {
         PartResult pr = c.reassembly.add(d.nodeid, d.pid, d.flags, d.total_bytes, data, d.bytes);
         if (pr == PartResult::Malformed) return c.mark_dead(), false;
