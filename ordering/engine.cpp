@@ -112,6 +112,20 @@ uint64_t Engine::inbound_consumed(NodeId sender) const {
   return 0;
 }
 
+const char* to_string(Membership m) {
+  switch (m) {
+    case Membership::Forming: return "forming";
+    case Membership::Normal: return "normal";
+    case Membership::Changing: return "changing";
+    case Membership::NoQuorum: return "no-quorum";
+  }
+  return "?";
+}
+
+bool Engine::quorate() const {
+  return !failed_ && view_.state == Membership::Normal;
+}
+
 bool Engine::can_send() const {
   if (failed_ || peers_.empty()) return false;
   for (const Peer& p : peers_)

@@ -54,6 +54,46 @@ struct EngineConfig {
   // ...and reuse the log space of delivered entries only once release()
   // covers them, so clients can read payloads straight from the log mirror.
   bool hold_deliveries = false;
+
+  // Failure detection and membership (docs/FAILURES.md). Times in
+  // microseconds of `clock`.
+  uint32_t heartbeat_interval_us = 10'000;  // a heartbeat to every peer this often
+  uint32_t suspect_timeout_us = 60'000;     // silence after which a peer is suspected
+  // The first view waits this long for every configured node, then forms
+  // with a quorum; late nodes join through a view change.
+  uint32_t form_timeout_us = 3'000'000;
+  // A view needs a majority of the configured nodes; with two_node a
+  // two-node cluster stays up on one node (like Corosync's two_node: without
+  // fencing both halves of a split may go on).
+  bool two_node = false;
+  // Monotonic microseconds; empty = steady_clock. The simulation supplies
+  // virtual time.
+  std::function<uint64_t()> clock;
+  // Distinguishes restarts of the same node id; 0 = derive one at start().
+  uint32_t incarnation = 0;
+};
+
+// The payload of a View entry: one per member, ascending id.
+struct ViewMember {
+  uint32_t id = 0;
+  uint32_t incarnation = 0;
+  bool operator==(const ViewMember&) const = default;
+};
+
+enum class Membership : uint8_t {
+  Forming,   // no view yet (start-up, or excluded and waiting to be added)
+  Normal,    // in an installed view with a quorum
+  Changing,  // wedged: a view change is under way
+  NoQuorum,  // cannot reach a quorum: nothing is delivered, sends get TryAgain
+};
+const char* to_string(Membership m);
+
+struct ViewState {
+  uint32_t epoch = 0;  // 0 = none yet
+  NodeId sequencer = 0;
+  std::vector<ViewMember> members;
+  Membership state = Membership::Forming;
+  std::string why;  // for Changing / NoQuorum: what is missing, for logs and rcpg-tool
 };
 
 // What a member is handed, in delivery order. `data` points into registered
@@ -82,6 +122,11 @@ struct Delivery {
   // be called. Equal to `position` except for early deliveries, whose space
   // is freed only when in-order delivery passes them.
   uint64_t release_to = 0;
+  // View entries: `aux` is the epoch, data/len an array of ViewMember.
+  // `fresh` is set when this node starts a new history with this view (its
+  // first view, or it rejoined after being excluded): what it knew about
+  // other nodes before is void.
+  bool fresh = false;
   // Log position just past the entry (past its last fragment): the same at
   // every member. A SAFE delivery happens only once every member's
   // received_position() has reached it (checked by the simulation tests).
@@ -104,6 +149,13 @@ struct EngineCounters {
   uint64_t copied_sends = 0;          // send_zero_copy() that had to copy (at the sequencer)
   uint64_t reassembled = 0;           // fragmented messages delivered whole
   uint64_t protocol_errors = 0;
+  // Membership
+  uint64_t views_installed = 0;
+  uint64_t suspicions = 0;         // peers suspected (silence or a broken connection)
+  uint64_t resent_records = 0;     // our records re-sent to a new sequencer
+  uint64_t duplicates_dropped = 0; // re-sent records the sequencer had already logged
+  uint64_t gap_fill_bytes = 0;     // log bytes fetched by RDMA READ from another survivor
+  uint64_t last_failover_us = 0;   // first suspicion to the new view installed here
 };
 
 class Engine {
@@ -125,11 +177,15 @@ class Engine {
   NodeId sequencer() const { return sequencer_; }
   NodeId self() const { return cfg_.self; }
 
+  // Membership: the installed view and what the engine is doing about it.
+  const ViewState& view() const { return view_; }
+  bool quorate() const;
+
   // Multicasts `payload`. Messages up to max_fragment bytes are copied into
   // the staging ring at once. Larger ones are streamed in fragments by later
   // progress() calls: the caller keeps `payload` alive and unchanged until
   // large_send_pending() is false. TryAgain = back-pressure (ring full, or a
-  // large message still streaming).
+  // large message still streaming, or no quorum).
   SendResult send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
                   std::span<const std::byte> payload, uint32_t aux = 0);
   bool large_send_pending() const { return large_.active; }
@@ -310,6 +366,7 @@ class Engine {
   std::vector<uint8_t> ahead_blocked_;  // per sender slot, scratch for deliver_ahead
 
   EngineCounters counters_;
+  ViewState view_;
   bool failed_ = false;
 };
 
