@@ -197,6 +197,38 @@ const KeyRule kTimeoutRules[] = {
      }},
 };
 
+const KeyRule kMembershipRules[] = {
+    {"heartbeat_interval_ms",
+     [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
+       return get_num(c, n, k, 1, 10000, cfg.heartbeat_interval_ms);
+     }},
+    {"suspect_timeout_ms",
+     [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
+       return get_num(c, n, k, 2, 600000, cfg.suspect_timeout_ms);
+     }},
+    {"form_timeout_ms",
+     [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
+       return get_num(c, n, k, 0, 3600000, cfg.form_timeout_ms);
+     }},
+    {"two_node", [](Checker& c, const toml::node& n, const std::string& k,
+                    Config& cfg) { return get_bool(c, n, k, cfg.two_node); }},
+};
+
+// Checks between keys of [membership], reported at the line of the key that
+// has to change.
+bool check_membership(Checker& c, const toml::table& t, const Config& cfg) {
+  if (cfg.suspect_timeout_ms < 2 * cfg.heartbeat_interval_ms) {
+    const toml::node* at = t.get("suspect_timeout_ms");
+    if (!at) at = t.get("heartbeat_interval_ms");
+    return c.fail(at->source(), "'membership.suspect_timeout_ms' = " +
+                                    std::to_string(cfg.suspect_timeout_ms) +
+                                    " must be at least twice 'membership.heartbeat_interval_ms' (" +
+                                    std::to_string(cfg.heartbeat_interval_ms) +
+                                    "): one lost heartbeat must not make a peer suspect");
+  }
+  return true;
+}
+
 const KeyRule kSpinRules[] = {
     {"iterations", [](Checker& c, const toml::node& n, const std::string& k,
                       Config& cfg) { return get_num(c, n, k, 1, 100000000, cfg.spin_iterations); }},
@@ -296,6 +328,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
   cfg.source = source;
   Checker c{source, error};
   bool have_key = false;
+  std::optional<toml::source_region> two_node_at;
   for (auto&& [k, v] : root) {
     std::string name(k.str());
     if (name == "nodes") {
@@ -305,7 +338,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
     const toml::table* t = v.as_table();
     bool ok = true;
     if (name == "cluster" || name == "local" || name == "engine" || name == "ipc" ||
-        name == "timeouts" || name == "spin") {
+        name == "timeouts" || name == "membership" || name == "spin") {
       if (!t) {
         c.fail(v.source(), "'" + name + "' must be a table ([" + name + "])");
         return std::nullopt;
@@ -322,6 +355,9 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
       ok = walk(c, *t, "ipc.", kIpcRules, cfg);
     } else if (name == "timeouts") {
       ok = walk(c, *t, "timeouts.", kTimeoutRules, cfg);
+    } else if (name == "membership") {
+      ok = walk(c, *t, "membership.", kMembershipRules, cfg) && check_membership(c, *t, cfg);
+      if (const toml::node* tn = t->get("two_node")) two_node_at = tn->source();
     } else if (name == "spin") {
       ok = walk(c, *t, "spin.", kSpinRules, cfg);
     } else {
@@ -338,6 +374,11 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
   }
   if (cfg.nodes.empty()) {
     c.fail(top, "no [[nodes]] entries: list every node of the cluster (nodeid, address)");
+    return std::nullopt;
+  }
+  if (cfg.two_node && cfg.nodes.size() != 2) {
+    c.fail(*two_node_at, "'membership.two_node' = true needs exactly 2 [[nodes]] (there are " +
+                             std::to_string(cfg.nodes.size()) + ")");
     return std::nullopt;
   }
   if (cfg.nodeid != 0) {

@@ -57,6 +57,13 @@ struct Config {
   uint32_t peer_warn_ms = 5000;  // log missing peers this often while forming
   uint32_t shutdown_linger_ms = 200;
 
+  // [membership] failure detection and quorum (the engine's EngineConfig).
+  // Every node should use the same values.
+  uint32_t heartbeat_interval_ms = 10;  // a heartbeat to every peer this often
+  uint32_t suspect_timeout_ms = 60;     // silence after which a peer is suspected
+  uint32_t form_timeout_ms = 3000;      // the first view waits this long for every node
+  bool two_node = false;                // a 2-node cluster stays up on one node
+
   // [spin]
   uint32_t spin_iterations = 2000;  // empty rounds before blocking
   bool spin_yield = false;          // sched_yield while spinning

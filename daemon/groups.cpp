@@ -11,6 +11,12 @@ bool member_less(const ipc::MemberEntry& a, const ipc::MemberEntry& b) {
 
 }  // namespace
 
+bool Group::has(uint32_t nodeid, uint32_t pid) const {
+  ipc::MemberEntry m{nodeid, pid, kReasonUndefined};
+  auto it = std::lower_bound(members.begin(), members.end(), m, member_less);
+  return it != members.end() && it->nodeid == nodeid && it->pid == pid;
+}
+
 Group* GroupTable::find(std::string_view name) const {
   auto it = groups_.find(name);
   return it == groups_.end() ? nullptr : it->second.get();
@@ -61,8 +67,8 @@ bool GroupTable::apply_join(uint32_t sender, uint32_t index, uint32_t pid, std::
   }
   g->members.insert(it, m);
   out.group = g;
-  out.changed = {sender, pid, kReasonJoin};
-  out.joined = true;
+  out.left.clear();
+  out.joined.assign(1, {sender, pid, kReasonJoin});
   return true;
 }
 
@@ -87,9 +93,45 @@ bool GroupTable::apply_leave(uint32_t sender, uint32_t index, uint32_t pid, uint
   }
   g->members.erase(it);
   out.group = g;
-  out.changed = {sender, pid, reason};
-  out.joined = false;
+  out.left.assign(1, {sender, pid, reason});
+  out.joined.clear();
   return true;
+}
+
+bool GroupTable::apply_sync(uint32_t sender, uint32_t index, std::string_view name,
+                            std::span<const uint32_t> pids, Confchg& out, std::string& why) {
+  Group* g = bind(sender, index, name, why);
+  if (!g) return false;
+  out.group = g;
+  out.left.clear();
+  out.joined.clear();
+  for (uint32_t pid : pids) {
+    ipc::MemberEntry m{sender, pid, kReasonUndefined};
+    auto it = std::lower_bound(g->members.begin(), g->members.end(), m, member_less);
+    if (it != g->members.end() && it->nodeid == sender && it->pid == pid) continue;
+    g->members.insert(it, m);
+    out.joined.push_back({sender, pid, kReasonNodeUp});
+  }
+  // (A pid listed twice is found the second time: added once.)
+  std::sort(out.joined.begin(), out.joined.end(), member_less);
+  return true;
+}
+
+std::vector<Confchg> GroupTable::drop_nodes(const std::function<bool(uint32_t)>& gone) {
+  std::vector<Confchg> out;
+  for (auto& [name, g] : groups_) {
+    Confchg c;
+    auto keep = std::stable_partition(g->members.begin(), g->members.end(),
+                                      [&](const ipc::MemberEntry& m) { return !gone(m.nodeid); });
+    for (auto it = keep; it != g->members.end(); ++it)
+      c.left.push_back({it->nodeid, it->pid, kReasonNodeDown});
+    g->members.erase(keep, g->members.end());
+    if (c.left.empty()) continue;
+    c.group = g.get();
+    out.push_back(std::move(c));
+  }
+  std::erase_if(routes_, [&](const auto& r) { return gone(static_cast<uint32_t>(r.first >> 32)); });
+  return out;
 }
 
 // ---------------------------------------------------------------- local rules
@@ -173,8 +215,8 @@ std::string format_list(const char* what, const ipc::MemberEntry* m, size_t n) {
 std::string format_confchg(const Confchg& c) {
   const auto& mem = c.group->members;
   return format_list("members", mem.data(), mem.size()) + " " +
-         format_list("left", &c.changed, c.joined ? 0 : 1) + " " +
-         format_list("joined", &c.changed, c.joined ? 1 : 0);
+         format_list("left", c.left.data(), c.left.size()) + " " +
+         format_list("joined", c.joined.data(), c.joined.size());
 }
 
 }  // namespace rcpg::daemon

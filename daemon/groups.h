@@ -8,6 +8,14 @@
 // order gives every daemon the same member lists, hence identical confchgs
 // at every member.
 //
+// Node failures and rejoins (daemon/membership.h): a View entry without a
+// node removes all its processes at once (NODEDOWN, drop_nodes: one confchg
+// per group, the same at every daemon because every daemon applies it at the
+// same point of the log). A node that joins a view learns the others'
+// members, and they learn its, from sync announcements (Join entries marked
+// kJoinSync, apply_sync): a daemon applies the members it did not know with
+// NODEUP and ignores the rest.
+//
 // GroupTable is that replicated state: pure logic, no I/O.
 // LocalRules holds one daemon's admission rules for its own clients (the
 // CPG return codes measured on Corosync 3.1.7).
@@ -15,8 +23,10 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -42,13 +52,17 @@ struct Group {
   // (maintained by the server; client slots).
   std::vector<uint32_t> local;
   uint64_t delivered_msgs = 0;
+
+  bool has(uint32_t nodeid, uint32_t pid) const;
 };
 
-// One membership change, as every member sees it.
+// One membership change, as every member sees it: the group's members after
+// it, who left (LEAVE, PROCDOWN, NODEDOWN) and who joined (JOIN, NODEUP),
+// each list ordered by (nodeid, pid).
 struct Confchg {
   Group* group = nullptr;
-  ipc::MemberEntry changed{};  // reason JOIN, LEAVE or PROCDOWN
-  bool joined = false;         // changed is in the joined list (else the left list)
+  std::vector<ipc::MemberEntry> left, joined;
+  bool empty() const { return left.empty() && joined.empty(); }
 };
 
 class GroupTable {
@@ -60,6 +74,15 @@ class GroupTable {
   // Applies a Leave entry; reason is LEAVE or PROCDOWN.
   bool apply_leave(uint32_t sender, uint32_t index, uint32_t pid, uint32_t reason,
                    std::string_view name, Confchg& out, std::string& why);
+  // Applies a sync announcement: `sender`'s processes `pids` are members of
+  // `name` (its local `index`). Those not yet known join with NODEUP
+  // (out.joined; empty when all were known). False + why when invalid.
+  bool apply_sync(uint32_t sender, uint32_t index, std::string_view name,
+                  std::span<const uint32_t> pids, Confchg& out, std::string& why);
+  // Removes every process of the nodes `gone` says are gone, and forgets
+  // their group indexes (a restarted daemon assigns them afresh): one
+  // confchg per group that lost members (reason NODEDOWN), groups by name.
+  std::vector<Confchg> drop_nodes(const std::function<bool(uint32_t nodeid)>& gone);
   // The group a Data entry of `sender` with its local `index` belongs to;
   // nullptr if no Join ever bound it.
   Group* route(uint32_t sender, uint32_t index) const {

@@ -93,6 +93,10 @@ bool Server::start(std::string& why) {
   e.max_fragment = cfg_.max_fragment;
   e.deliver_fragments = true;
   e.hold_deliveries = cfg_.zero_copy_receive;
+  e.heartbeat_interval_us = cfg_.heartbeat_interval_ms * 1000;
+  e.suspect_timeout_us = cfg_.suspect_timeout_ms * 1000;
+  e.form_timeout_us = cfg_.form_timeout_ms * 1000;
+  e.two_node = cfg_.two_node;
   engine_ = std::make_unique<ordering::Engine>(
       *ep_, e, [this](const ordering::Delivery& d) { on_delivery(d); },
       [this](const std::string& s) { log("engine: " + s); });
@@ -111,7 +115,6 @@ bool Server::start(std::string& why) {
       log("cannot reopen the log read-only (" + std::string(std::strerror(errno)) +
           "): deliveries are copied");
   }
-  for (const NodeEntry& n : cfg_.nodes) view_members_.push_back(n.nodeid);
 
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   doorbell_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -355,11 +358,13 @@ void Server::idle_block() {
   for (Client* c : active_)
     work = work || (c->hello && !c->closing && c->requests.maybe_nonempty());
   if (!work) {
-    int timeout = static_cast<int>(cfg_.max_sleep_ms);
-    // Peers still connecting, or delivery paused until a client makes room
-    // (clients do not signal consumption): look again soon.
-    if (!engine_->all_connected() || engine_->delivery_paused() || !deferred_leaves_.empty() ||
-        closing)
+    // The engine's timers (heartbeats, suspicion, view formation) run in
+    // progress(): never sleep past a heartbeat interval.
+    int timeout = static_cast<int>(std::min(cfg_.max_sleep_ms, cfg_.heartbeat_interval_ms));
+    // Still forming the first view, or delivery paused until a client makes
+    // room (clients do not signal consumption): look again soon.
+    if (view_epoch_ == 0 || engine_->delivery_paused() || !deferred_leaves_.empty() || closing ||
+        announce_pending_ || sync_request_pending_)
       timeout = 1;
     ++counters_.sleeps;
     poll_control(timeout);
@@ -377,12 +382,16 @@ int Server::run() {
     ++counters_.rounds;
     bool did = engine_->progress();
     if (engine_->failed()) {
+      // Lost peers are view changes; only an unrecoverable local error
+      // (the engine's log says which) ends the daemon.
       log("the ordering engine failed: node " + std::to_string(cfg_.nodeid) +
-          " stops serving (clients get CS_ERR_LIBRARY); view changes after failures are not "
-          "implemented yet");
+          " stops serving (clients get CS_ERR_LIBRARY)");
       rc = 1;
       break;
     }
+    watch_membership();
+    // Announcements go before the clients' new requests of this round.
+    did |= send_sync();
     did |= retry_deferred_leaves();
     for (size_t i = 0; i < active_.size(); ++i) {
       Client* c = active_[i];
@@ -417,7 +426,8 @@ int Server::run() {
       log("all " + std::to_string(cfg_.nodes.size()) + " nodes connected; sequencer is node " +
           std::to_string(engine_->sequencer()));
     }
-    if (!engine_->all_connected() &&
+    // Before the first view (afterwards the membership lines say it all).
+    if (view_epoch_ == 0 && !engine_->all_connected() &&
         steady_clock::now() - last_warn > milliseconds(cfg_.peer_warn_ms)) {
       last_warn = steady_clock::now();
       log(std::string("still waiting for the other nodes to connect") +

@@ -19,6 +19,7 @@
 #include "daemon/client.h"
 #include "daemon/config.h"
 #include "daemon/groups.h"
+#include "daemon/membership.h"
 #include "daemon/status_request.h"
 #include "ordering/engine.h"
 #include "transport/fabric.h"
@@ -54,6 +55,15 @@ struct ServerCounters {
   uint64_t zcb_register_failures = 0;
   uint64_t zcb_held_after_exit = 0;  // segments kept registered for in-flight sends
   uint64_t confchgs = 0, totem_confchgs = 0;
+  // Membership (server_membership.cpp)
+  uint64_t views_applied = 0;
+  uint64_t nodedown_members = 0;  // processes removed because their node left
+  uint64_t nodeup_members = 0;    // processes learned from sync announcements
+  uint64_t sync_announcements = 0, sync_requests = 0;  // entries we sent
+  uint64_t quorum_losses = 0;
+  uint64_t try_again_no_quorum = 0;      // joins/leaves refused while blocked
+  uint64_t leaves_before_sync = 0;       // leaves of members a sync had not told us yet
+  uint64_t data_from_non_members = 0;    // dropped: the sender is not (yet) a member here
   uint64_t unknown_group_entries = 0, bad_membership_entries = 0;
   uint64_t delivery_pauses = 0, ring_overflows = 0;
   uint64_t wakes = 0, sleeps = 0, rounds = 0;
@@ -79,6 +89,7 @@ class Server {
     uint64_t serial;
     ordering::EntryKind kind;
     uint32_t pid;
+    uint32_t group;  // node-local index
   };
   struct DeferredLeave {  // PROCDOWN leave waiting for engine credit
     uint64_t serial;
@@ -137,8 +148,10 @@ class Server {
   void release_idle_sources();
   void on_delivery(const ordering::Delivery& d);
   void on_membership(const ordering::Delivery& d);
+  Client* match_own(const ordering::Delivery& d);
   void deliver_data(const ordering::Delivery& d, Group& g);
   void send_confchg(Client& c, const Confchg& ev);
+  void send_confchg_to_group(const Confchg& ev);
   void send_totem(Client& c);
   bool make_room(Client& c, size_t body);
   void after_write(Client& c);
@@ -147,6 +160,21 @@ class Server {
   void update_pause();
   void update_flow(Client& c);
   bool retry_deferred_leaves();
+
+  // server_membership.cpp: views, quorum and the join-list sync
+  void on_view(const ordering::Delivery& d);
+  void on_sync(const ordering::Delivery& d);
+  // Each round: follows the engine's membership state (logs changes, blocks
+  // or unblocks sends, drops remote members when the quorum is lost).
+  void watch_membership();
+  // Sends pending sync announcements / a sync request; true if any went out.
+  bool send_sync();
+  void drop_remote(const std::function<bool(uint32_t)>& gone);
+  void set_block(ipc::MembershipBlock b);
+  bool blocked() const { return block_ != ipc::MembershipBlock::Open; }
+  // A Leave that does not apply is expected from a node whose members we
+  // are still learning (its sync announcement follows the leave).
+  bool syncing(uint32_t node) const;
 
   Config cfg_;
   transport::ClusterKey key_;
@@ -184,8 +212,24 @@ class Server {
   std::vector<uint32_t> free_zc_sources_;
   bool zc_idle_ = false;  // a detached source may have no tickets left
 
-  std::vector<uint32_t> view_members_;
-  uint64_t view_seq_ = 1;
+  // The last View applied (its epoch is the CPG ring id's seq, its
+  // sequencer the ring id's nodeid); empty before the first.
+  std::vector<ordering::ViewMember> view_;
+  uint32_t view_epoch_ = 0;
+  uint32_t view_sequencer_ = 0;
+  ordering::Membership last_state_ = ordering::Membership::Forming;
+  ipc::MembershipBlock block_ = ipc::MembershipBlock::Open;
+  // The remote members were removed locally (no quorum) and must be
+  // learned again once this node is back in a view.
+  bool remote_dropped_ = false;
+  // Sync: announce every local group again / ask the others to.
+  bool announce_pending_ = false;
+  std::vector<uint32_t> announce_groups_;  // local indexes still to announce
+  bool sync_request_pending_ = false;
+  // Nodes whose members this daemon learns by sync in the current view (all
+  // remote nodes when syncing_all_).
+  std::vector<uint32_t> syncing_nodes_;
+  bool syncing_all_ = false;
   std::chrono::steady_clock::time_point started_;
   ServerCounters counters_;
   std::vector<std::byte> rx_buf_;

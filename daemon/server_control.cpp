@@ -162,13 +162,14 @@ void Server::on_hello(Client& c, const std::byte* body, size_t len) {
   }
   c.hello = true;
   c.model_flags = req.model_flags;
+  c.header->membership.value.store(static_cast<uint64_t>(block_), std::memory_order_release);
   register_segment(c);
   rep.segment_bytes = c.seg_bytes;
   rep.log_bytes = log_ro_fd_ >= 0 ? log_size_ : 0;
   rep.max_atomic_msg = static_cast<uint32_t>(max_fragment_);
   rep.max_msg_bytes = static_cast<uint32_t>(kMaxMessageBytes);
-  rep.ring_id_seq = view_seq_;
-  rep.ring_id_nodeid = engine_->sequencer();
+  rep.ring_id_seq = view_epoch_;
+  rep.ring_id_nodeid = view_sequencer_;
   int fds[3];
   size_t n = 0;
   fds[n++] = c.seg_fd;
@@ -183,6 +184,10 @@ void Server::on_join(Client& c, const ipc::GroupName& g) {
   std::string_view name = name_of(g);
   ipc::Status s = rules_.check_join(c.handle, name);
   if (s != ipc::Status::Ok) return reply_status(c, ipc::MsgType::Join, s);
+  if (blocked()) {  // no quorum, or the view is changing (Corosync: TRY_AGAIN)
+    ++counters_.try_again_no_quorum;
+    return reply_status(c, ipc::MsgType::Join, ipc::Status::TryAgain);
+  }
   uint32_t idx = rules_.index_for(name);
   SendResult r = engine_->send(EntryKind::Join, Guarantee::Agreed, idx, c.handle.pid,
                                std::as_bytes(std::span(name.data(), name.size())));
@@ -190,7 +195,7 @@ void Server::on_join(Client& c, const ipc::GroupName& g) {
     return reply_status(c, ipc::MsgType::Join,
                         r == SendResult::TooLarge ? ipc::Status::Library : ipc::Status::TryAgain);
   rules_.joined(c.handle, name);
-  pending_ops_.push_back({c.serial, EntryKind::Join, c.handle.pid});
+  pending_ops_.push_back({c.serial, EntryKind::Join, c.handle.pid, idx});
   ++counters_.joins;
   reply_status(c, ipc::MsgType::Join, ipc::Status::Ok);
 }
@@ -200,7 +205,7 @@ bool Server::submit_leave(uint64_t serial, Handle& h, uint32_t reason) {
                                std::as_bytes(std::span(h.group.data(), h.group.size())), reason);
   if (r != SendResult::Ok) return false;
   rules_.leaving(h);
-  pending_ops_.push_back({serial, EntryKind::Leave, h.pid});
+  pending_ops_.push_back({serial, EntryKind::Leave, h.pid, h.index});
   return true;
 }
 
@@ -220,6 +225,10 @@ void Server::on_leave(Client& c, const ipc::GroupName& g) {
     return reply_status(c, ipc::MsgType::Leave, ipc::Status::NameTooLong);
   ipc::Status s = rules_.check_leave(c.handle, name_of(g));
   if (s != ipc::Status::Ok) return reply_status(c, ipc::MsgType::Leave, s);
+  if (blocked()) {
+    ++counters_.try_again_no_quorum;
+    return reply_status(c, ipc::MsgType::Leave, ipc::Status::TryAgain);
+  }
   if (!submit_leave(c.serial, c.handle, kReasonLeave))
     return reply_status(c, ipc::MsgType::Leave, ipc::Status::TryAgain);
   ++counters_.leaves;

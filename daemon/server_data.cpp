@@ -170,7 +170,14 @@ void Server::on_delivery(const Delivery& d) {
   switch (d.kind) {
     case EntryKind::Data:
       if (Group* g = groups_.route(d.sender, d.group)) {
-        deliver_data(d, *g);
+        // Only from members: a node that has just come into the view may
+        // deliver a message of a process whose sync announcement (or whose
+        // NODEUP) it has not applied yet; its clients never saw it join.
+        if (g->has(d.sender, d.pid)) {
+          deliver_data(d, *g);
+        } else {
+          ++counters_.data_from_non_members;
+        }
       } else {
         ++counters_.unknown_group_entries;
       }
@@ -179,13 +186,7 @@ void Server::on_delivery(const Delivery& d) {
     case EntryKind::Leave:
       return on_membership(d);
     case EntryKind::View:
-      if (d.len % 4 == 0 && d.len > 0) {
-        view_members_.resize(d.len / 4);
-        std::memcpy(view_members_.data(), d.data, d.len);
-        std::sort(view_members_.begin(), view_members_.end());
-      }
-      view_seq_ = d.aux ? d.aux : 1;
-      return;
+      return on_view(d);
     default:
       return;
   }
@@ -260,63 +261,89 @@ void Server::deliver_data(const Delivery& d, Group& g) {
 
 void Server::send_confchg(Client& c, const Confchg& ev) {
   const Group& g = *ev.group;
-  size_t n = g.members.size();
-  size_t body = sizeof(ipc::ConfchgRecord) + (n + 1) * sizeof(ipc::MemberEntry);
+  size_t n = g.members.size(), nl = ev.left.size(), nj = ev.joined.size();
+  size_t body = sizeof(ipc::ConfchgRecord) + (n + nl + nj) * sizeof(ipc::MemberEntry);
   if (c.closing || !make_room(c, body)) return;
   std::byte* p = c.events.reserve(ipc::RecordType::Confchg, body);
   ipc::ConfchgRecord r;
   r.group.length = static_cast<uint32_t>(g.name.size());
   std::memcpy(r.group.value, g.name.data(), g.name.size());
   r.member_count = static_cast<uint32_t>(n);
-  r.left_count = ev.joined ? 0 : 1;
-  r.joined_count = ev.joined ? 1 : 0;
+  r.left_count = static_cast<uint32_t>(nl);
+  r.joined_count = static_cast<uint32_t>(nj);
   std::memcpy(p, &r, sizeof(r));
   p += sizeof(r);
   if (n) std::memcpy(p, g.members.data(), n * sizeof(ipc::MemberEntry));
-  std::memcpy(p + n * sizeof(ipc::MemberEntry), &ev.changed, sizeof(ev.changed));
+  p += n * sizeof(ipc::MemberEntry);
+  if (nl) std::memcpy(p, ev.left.data(), nl * sizeof(ipc::MemberEntry));
+  p += nl * sizeof(ipc::MemberEntry);
+  if (nj) std::memcpy(p, ev.joined.data(), nj * sizeof(ipc::MemberEntry));
   c.events.commit();
   ++c.stats.confchgs;
   ++counters_.confchgs;
   after_write(c);
 }
 
+void Server::send_confchg_to_group(const Confchg& ev) {
+  for (uint32_t slot : ev.group->local) send_confchg(*clients_[slot], ev);
+}
+
 void Server::send_totem(Client& c) {
-  size_t n = view_members_.size();
+  size_t n = view_.size();
   size_t body = sizeof(ipc::TotemRecord) + n * sizeof(uint32_t);
   if (c.closing || !make_room(c, body)) return;
   std::byte* p = c.events.reserve(ipc::RecordType::TotemConfchg, body);
   ipc::TotemRecord r;
-  r.ring_seq = view_seq_;
-  r.ring_nodeid = engine_->sequencer();
+  r.ring_seq = view_epoch_;
+  r.ring_nodeid = view_sequencer_;
   r.count = static_cast<uint32_t>(n);
   std::memcpy(p, &r, sizeof(r));
-  if (n) std::memcpy(p + sizeof(r), view_members_.data(), n * sizeof(uint32_t));
+  p += sizeof(r);
+  for (const ordering::ViewMember& m : view_) {
+    std::memcpy(p, &m.id, sizeof(m.id));
+    p += sizeof(m.id);
+  }
   c.events.commit();
   ++counters_.totem_confchgs;
   after_write(c);
 }
 
-void Server::on_membership(const Delivery& d) {
-  std::string_view name(reinterpret_cast<const char*>(d.data), d.len);
+Client* Server::match_own(const Delivery& d) {
   // Our own Join/Leave entries come back in the order we submitted them.
-  Client* own = nullptr;
-  if (d.sender == cfg_.nodeid) {
-    if (pending_ops_.empty() || pending_ops_.front().kind != d.kind ||
-        pending_ops_.front().pid != d.pid) {
-      log("internal: our own membership entry does not match what was submitted");
-    } else {
-      uint64_t serial = pending_ops_.front().serial;
-      for (Client* c : active_)
-        if (c->serial == serial) own = c;
-    }
-    if (!pending_ops_.empty()) pending_ops_.pop_front();
+  // One that never comes back (lost when this node was cut off and started
+  // a new history) is skipped.
+  auto it = std::find_if(pending_ops_.begin(), pending_ops_.end(), [&](const PendingOp& op) {
+    return op.kind == d.kind && op.pid == d.pid && op.group == d.group;
+  });
+  if (it == pending_ops_.end()) {
+    log("internal: our own membership entry does not match what was submitted");
+    return nullptr;
   }
+  if (it != pending_ops_.begin())
+    log("internal: " + std::to_string(it - pending_ops_.begin()) +
+        " of our membership entries were not delivered");
+  uint64_t serial = it->serial;
+  pending_ops_.erase(pending_ops_.begin(), it + 1);
+  for (Client* c : active_)
+    if (c->serial == serial) return c;
+  return nullptr;
+}
+
+void Server::on_membership(const Delivery& d) {
+  if (d.kind == EntryKind::Join && d.aux != kJoinRegular) return on_sync(d);
+  std::string_view name(reinterpret_cast<const char*>(d.data), d.len);
+  Client* own = d.sender == cfg_.nodeid ? match_own(d) : nullptr;
   Confchg ev;
   std::string why;
   bool ok = d.kind == EntryKind::Join
                 ? groups_.apply_join(d.sender, d.group, d.pid, name, ev, why)
                 : groups_.apply_leave(d.sender, d.group, d.pid, d.aux, name, ev, why);
   if (!ok) {
+    if (d.kind == EntryKind::Leave && syncing(d.sender)) {
+      // Left before its node's sync announcement reached us: we never knew it.
+      ++counters_.leaves_before_sync;
+      return;
+    }
     ++counters_.bad_membership_entries;
     log("ignoring a membership entry from node " + std::to_string(d.sender) + ": " + why);
     return;
@@ -328,7 +355,7 @@ void Server::on_membership(const Delivery& d) {
       g.local.push_back(own->slot);
       if (own->handle.phase == Phase::Joining) own->handle.phase = Phase::Member;
     }
-    for (uint32_t slot : g.local) send_confchg(*clients_[slot], ev);
+    send_confchg_to_group(ev);
     // CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF: the joiner learns the view.
     if (own && (own->model_flags & ipc::kDeliverInitialTotemConf)) send_totem(*own);
     return;
@@ -337,7 +364,7 @@ void Server::on_membership(const Delivery& d) {
     g.local.erase(std::remove(g.local.begin(), g.local.end(), own->slot), g.local.end());
     own->handle.phase = Phase::Done;
   }
-  for (uint32_t slot : g.local) send_confchg(*clients_[slot], ev);
+  send_confchg_to_group(ev);
   // A voluntary leaver sees its own leave (Corosync does the same).
   if (own && d.aux == kReasonLeave) send_confchg(*own, ev);
 }

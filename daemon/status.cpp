@@ -76,6 +76,15 @@ std::string Server::status_report(StatusWhat what, bool json) const {
       {"zcb_failed", counters_.zcb_failed},
       {"zcb_register_failures", counters_.zcb_register_failures},
       {"zcb_held_after_exit", counters_.zcb_held_after_exit},
+      {"views_applied", counters_.views_applied},
+      {"nodedown_members", counters_.nodedown_members},
+      {"nodeup_members", counters_.nodeup_members},
+      {"sync_announcements_sent", counters_.sync_announcements},
+      {"sync_requests_sent", counters_.sync_requests},
+      {"quorum_losses", counters_.quorum_losses},
+      {"try_again_no_quorum", counters_.try_again_no_quorum},
+      {"leaves_before_sync", counters_.leaves_before_sync},
+      {"data_from_non_members", counters_.data_from_non_members},
       {"unknown_group_entries", counters_.unknown_group_entries},
       {"bad_membership_entries", counters_.bad_membership_entries},
       {"delivery_pauses", counters_.delivery_pauses},
@@ -99,6 +108,12 @@ std::string Server::status_report(StatusWhat what, bool json) const {
       {"copied_sends", e.copied_sends},
       {"fragmented_msgs", e.reassembled},
       {"protocol_errors", e.protocol_errors},
+      {"views_installed", e.views_installed},
+      {"suspicions", e.suspicions},
+      {"resent_records", e.resent_records},
+      {"duplicates_dropped", e.duplicates_dropped},
+      {"gap_fill_bytes", e.gap_fill_bytes},
+      {"last_failover_us", e.last_failover_us},
       {"received_position", engine_->received_position()},
       {"delivered_position", engine_->delivered_position()},
       {"stable_position", engine_->stable_position()},
@@ -110,6 +125,10 @@ std::string Server::status_report(StatusWhat what, bool json) const {
   bool groups = all || what == StatusWhat::Groups;
   bool counters = all || what == StatusWhat::Counters;
   auto active_groups = groups_.active();
+  const ordering::ViewState& v = engine_->view();
+  // A majority of the configured nodes (one of two with two_node).
+  size_t quorum_needed = cfg_.two_node && cfg_.nodes.size() == 2 ? 1 : cfg_.nodes.size() / 2 + 1;
+  size_t quorum_have = v.members.size();
 
   if (json) {
     std::string o = "{";
@@ -117,11 +136,22 @@ std::string Server::status_report(StatusWhat what, bool json) const {
                      json_string(cfg_.cluster_name), cfg_.nodeid, json_string(cfg_.fabric),
                      engine_->sequencer());
     o += fmt::format("\"all_connected\":{},\"ring_id\":{{\"nodeid\":{},\"seq\":{}}},",
-                     engine_->all_connected() ? "true" : "false", engine_->sequencer(), view_seq_);
+                     engine_->all_connected() ? "true" : "false", view_sequencer_, view_epoch_);
     o += "\"view\":[";
-    for (size_t i = 0; i < view_members_.size(); ++i)
-      o += fmt::format("{}{}", i ? "," : "", view_members_[i]);
-    o += fmt::format("],\"uptime_s\":{}", uptime);
+    for (size_t i = 0; i < view_.size(); ++i) o += fmt::format("{}{}", i ? "," : "", view_[i].id);
+    // The engine's membership now (the view above is the last one the
+    // clients were told about; they differ only while a change is under way).
+    o += fmt::format(
+        "],\"membership\":{{\"state\":\"{}\",\"why\":{},\"epoch\":{},\"sequencer\":{},"
+        "\"quorate\":{},\"blocked\":{},\"quorum\":{{\"needed\":{},\"have\":{},\"two_node\":{}}},"
+        "\"members\":[",
+        ordering::to_string(v.state), json_string(v.why), v.epoch, v.sequencer,
+        engine_->quorate() ? "true" : "false", blocked() ? "true" : "false", quorum_needed,
+        quorum_have, cfg_.two_node ? "true" : "false");
+    for (size_t i = 0; i < v.members.size(); ++i)
+      o += fmt::format("{}{{\"id\":{},\"incarnation\":{}}}", i ? "," : "", v.members[i].id,
+                       v.members[i].incarnation);
+    o += fmt::format("]}},\"uptime_s\":{}", uptime);
     if (groups) {
       o += ",\"groups\":[";
       for (size_t i = 0; i < active_groups.size(); ++i) {
@@ -173,11 +203,16 @@ std::string Server::status_report(StatusWhat what, bool json) const {
     o += fmt::format("cluster {}  node {}  fabric {}  uptime {}s\n", cfg_.cluster_name, cfg_.nodeid,
                      cfg_.fabric, uptime);
     o += fmt::format("sequencer {}  ring id ({}, {})  nodes {}  view {{", engine_->sequencer(),
-                     engine_->sequencer(), view_seq_,
-                     engine_->all_connected() ? "all connected" : "forming");
-    for (size_t i = 0; i < view_members_.size(); ++i)
-      o += fmt::format("{}{}", i ? " " : "", view_members_[i]);
-    o += "}\n\n";
+                     view_sequencer_, view_epoch_,
+                     engine_->all_connected() ? "all connected" : "not all connected");
+    for (size_t i = 0; i < view_.size(); ++i) o += fmt::format("{}{}", i ? " " : "", view_[i].id);
+    o += "}\n";
+    o += fmt::format("membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} in view{}{}\n",
+                     ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")",
+                     v.epoch, v.sequencer, quorum_needed, quorum_have,
+                     cfg_.two_node ? " (two_node)" : "",
+                     blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");
+    o += "members (id/incarnation) {" + format_view(v.members) + "}\n\n";
   }
   if (groups) {
     // corosync-cpgtool's layout: the group, then one line per member.

@@ -83,13 +83,25 @@ bool Engine::start(std::string& why) {
   staging_marks_.assign(cfg_.inbound_bytes / sizeof(EntryHeader) + 1, 0);
   log_writer_ = RingWriter{log_->data, cfg_.log_bytes, 0};
 
+  if (nodes.size() > kMaxNodes) {
+    why = "at most " + std::to_string(kMaxNodes) + " nodes";
+    return false;
+  }
+  now_ = start_us_ = clock_now();
+  incarnation_ = cfg_.incarnation;
+  if (incarnation_ == 0) {
+    // Distinct across restarts: the clock when none is given, else the
+    // (virtual) time mixed with the node id.
+    uint64_t x = cfg_.clock ? start_us_ * 0x9E3779B97F4A7C15ULL + cfg_.self
+                            : (uint64_t{std::random_device{}()} << 32) ^ start_us_;
+    incarnation_ = static_cast<uint32_t>(x ^ (x >> 32)) | 1;
+  }
+  rng_.seed(uint64_t{incarnation_} * 0x2545F4914F6CDD1DULL + cfg_.self);
+  peers_[self_slot_].incarnation = incarnation_;
+  view_.state = Membership::Forming;
   // The higher node id connects; the lower one accepts.
   for (Peer& p : peers_)
-    if (p.id < cfg_.self) {
-      p.conn = ep_.connect(p.address, p.id);
-      if (conn_to_slot_.size() <= p.conn) conn_to_slot_.resize(p.conn + 1, SIZE_MAX);
-      conn_to_slot_[p.conn] = p.slot;
-    }
+    if (p.id < cfg_.self) connect_peer(p);
   return true;
 }
 
@@ -127,14 +139,20 @@ bool Engine::quorate() const {
 }
 
 bool Engine::can_send() const {
-  if (failed_ || peers_.empty()) return false;
-  for (const Peer& p : peers_)
-    if (p.id == sequencer_) return p.introduced;
-  return false;
+  return send_gate() == SendResult::Ok;
+}
+
+// While a view change is under way sends are staged and go out to the new
+// sequencer; without a view (or a quorum) they are refused.
+SendResult Engine::send_gate() const {
+  if (failed_ || !have_view_) return SendResult::NotReady;
+  if (view_.state == Membership::NoQuorum) return SendResult::TryAgain;
+  return SendResult::Ok;
 }
 
 bool Engine::all_connected() const {
-  return !failed_ && !peers_.empty() &&
+  return !failed_ && have_view_ && view_.state == Membership::Normal &&
+         installed_.count == peers_.size() &&
          std::all_of(peers_.begin(), peers_.end(), [](const Peer& p) { return p.introduced; });
 }
 
@@ -146,13 +164,15 @@ double Engine::send_backlog() const {
 void Engine::send_hello(Peer& p) {
   HelloMsg m;
   m.node = cfg_.self;
+  m.incarnation = incarnation_;
+  m.epoch = have_view_ ? installed_.epoch : 0;
   m.log_bytes = cfg_.log_bytes;
   m.inbound_bytes = cfg_.inbound_bytes;
   m.log = log_->remote;
   m.inbound = inbound_->remote;
   m.ctrl = ctrl_->remote;
   if (!ep_.post_send(p.conn, std::as_bytes(std::span(&m, 1)), 0))
-    fail("cannot introduce ourselves to node " + std::to_string(p.id));
+    log_fn_("cannot introduce ourselves to node " + std::to_string(p.id));
 }
 
 void Engine::on_hello(Peer& p, const std::byte* data, size_t len) {
@@ -176,8 +196,20 @@ void Engine::on_hello(Peer& p, const std::byte* data, size_t len) {
          std::to_string(m.log_bytes) + ", inbound " + std::to_string(m.inbound_bytes) + ")");
     return;
   }
+  if (m.incarnation == 0) {
+    ++counters_.protocol_errors;
+    log_fn_("node " + std::to_string(p.id) + " sent an introduction without an incarnation");
+    return;
+  }
+  if (p.incarnation != 0 && p.incarnation != m.incarnation)
+    log_fn_("node " + std::to_string(p.id) + " restarted (incarnation " +
+            std::to_string(m.incarnation) + ")");
   p.hello = m;
+  p.incarnation = m.incarnation;
+  p.epoch = std::max(p.epoch, m.epoch);
   p.introduced = true;
+  p.suspected = false;
+  p.last_heard_us = p.last_beat_us = now_;
 }
 
 void Engine::handle_events() {
@@ -190,27 +222,30 @@ void Engine::handle_events() {
           ep_.disconnect(ev->conn);
           break;
         }
+        // A newer connection replaces an older one (the peer restarted, or
+        // both ends re-connected): it is introduced afresh.
+        if (p->conn != ev->conn && p->conn != kNoConn && p->connected) ep_.disconnect(p->conn);
         p->conn = ev->conn;
         p->connected = true;
+        p->introduced = false;
         if (conn_to_slot_.size() <= ev->conn) conn_to_slot_.resize(ev->conn + 1, SIZE_MAX);
         conn_to_slot_[ev->conn] = p->slot;
         send_hello(*p);
         break;
       case EventType::Disconnected:
         if (p && p->conn == ev->conn) {
-          p->connected = p->introduced = false;
-          // Membership changes after failures are handled by the view-change
-          // protocol; without it a lost peer stops the engine.
-          fail("lost node " + std::to_string(ev->peer) + ": " + ev->detail);
+          bool was = p->connected;
+          p->connected = false;
+          suspect(*p, "connection lost: " + ev->detail);
+          if (was) p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.heartbeat_interval_us, 1000);
         }
         break;
       case EventType::Rejected:
       case EventType::Unreachable:
         if (p && p->conn == ev->conn) {
-          // The peer may simply not be up yet: try again.
-          p->conn = ep_.connect(p->address, p->id);
-          if (conn_to_slot_.size() <= p->conn) conn_to_slot_.resize(p->conn + 1, SIZE_MAX);
-          conn_to_slot_[p->conn] = p->slot;
+          // The peer may not be up (yet): try again later.
+          p->connected = false;
+          p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.suspect_timeout_us, 1000);
         }
         break;
       case EventType::PeerRejected:
@@ -226,60 +261,66 @@ void Engine::handle_completions() {
   while ((n = ep_.poll(wc)) > 0) {
     for (size_t i = 0; i < n; ++i) {
       const Completion& c = wc[i];
-      if ((c.op == Op::Write || c.op == Op::WriteImm) && (c.wr_id & kZeroCopyTag)) {
-        finish_send(c.wr_id & ~kZeroCopyTag, c.status == Status::Ok);
-        if (c.status == Status::Ok || c.status == Status::Flushed) continue;
-      }
       Peer* p = peer_by_conn(c.conn);
+      if (c.op == Op::Read && c.wr_id == kFillTag) {
+        on_fill_done(c.status == Status::Ok);
+        continue;
+      }
       if (c.status != Status::Ok) {
+        // Flushed: the connection broke (its Disconnected event follows).
         if (c.status != Status::Flushed) {
           ++counters_.protocol_errors;
           log_fn_(std::string("operation failed: ") + to_string(c.op) + ": " + to_string(c.status));
+          if (p) suspect(*p, std::string("an RDMA operation failed: ") + to_string(c.status));
         }
         continue;
       }
       if (!p) continue;
+      if (c.op == Op::Recv || c.op == Op::RecvImm) p->last_heard_us = now_;
       if (c.op == Op::Recv) {
-        on_hello(*p, c.data, c.len);
+        on_control(*p, c.data, c.len);
       } else if (c.op == Op::RecvImm) {
         switch (imm_type(c.imm)) {
           case ImmType::Log: {
-            if (p->id != sequencer_) break;
+            if (p->id != sequencer_ || !have_view_) break;
             uint64_t pos = imm_pos(c.imm, received_);
             if (pos > received_ + cfg_.log_bytes) {
               fail("sequencer announced an impossible log position");
               return;
             }
-            received_ = pos;
+            // Wedged: what we hold is frozen for the view change. Filling:
+            // the new sequencer writes behind the cut we are fetching.
+            if (filling_)
+              announced_ = std::max(announced_, pos);
+            else if (!wedged_)
+              received_ = std::max(received_, pos);
             break;
           }
           case ImmType::Inbound: {
+            if (!is_sequencer() || !p->in_view || !p->resumed) break;
             uint64_t pos = imm_pos(c.imm, p->inbound_end);
             if (pos > p->inbound_read + cfg_.inbound_bytes) {
               ++counters_.protocol_errors;
               log_fn_("node " + std::to_string(p->id) + " overran its inbound ring");
               break;
             }
-            p->inbound_end = pos;
+            p->inbound_end = std::max(p->inbound_end, pos);
             break;
           }
           case ImmType::Credit:
-            if (p->id == sequencer_) {
-              uint64_t pos = imm_pos(c.imm, staging_credit_);
-              if (pos <= staging_writer_.tail) staging_credit_ = pos;
-            }
-            break;
+            break;  // reserved: credit comes back through the log
           case ImmType::Stable:
-            if (p->id == sequencer_) {
+            if (p->id == sequencer_ && have_view_) {
               // The watermark is published only while a SAFE entry waits, so
               // it may have moved by more than an immediate's 2 GiB range
               // since the last one: decode it against what we have received
               // instead (it is at most a log size behind that).
               uint64_t base = received_ > cfg_.log_bytes ? received_ - cfg_.log_bytes : 0;
-              stable_ = std::max(stable_, imm_pos(c.imm, std::max(stable_, base)));
+              stable_ = std::max(stable_, std::min(received_, imm_pos(c.imm, std::max(stable_, base))));
             }
             break;
           case ImmType::Ack: {
+            if (!is_sequencer() || !p->in_view) break;
             AckSlot a;
             std::memcpy(&a, ctrl_->data + p->slot * sizeof(AckSlot), sizeof(a));
             if (a.delivered <= a.received && a.received <= log_writer_.tail) {
@@ -288,6 +329,8 @@ void Engine::handle_completions() {
             }
             break;
           }
+          case ImmType::Heartbeat:
+            break;
           default:
             ++counters_.protocol_errors;
             break;
@@ -300,12 +343,15 @@ void Engine::handle_completions() {
 bool Engine::progress() {
   if (failed_) return false;
   uint64_t before = counters_.delivered_msgs + counters_.sequenced_entries +
-                    counters_.inbound_batches + counters_.log_batches;
+                    counters_.inbound_batches + counters_.log_batches + counters_.views_installed;
+  now_ = clock_now();
   handle_events();
   handle_completions();
   if (failed_) return false;
+  tick();
+  drive_membership();
   bool did = false;
-  if (is_sequencer() && all_connected()) {
+  if (is_sequencer() && have_view_ && !wedged_ && !filling_) {
     did |= sequence_inbound();
     did |= replicate();
     did |= publish_stability();
@@ -315,7 +361,7 @@ bool Engine::progress() {
   did |= deliver();
   did |= send_ack();
   uint64_t after = counters_.delivered_msgs + counters_.sequenced_entries +
-                   counters_.inbound_batches + counters_.log_batches;
+                   counters_.inbound_batches + counters_.log_batches + counters_.views_installed;
   return did || after != before;
 }
 

@@ -23,11 +23,13 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "ordering/log_format.h"
+#include "ordering/membership.h"
 #include "ordering/ring.h"
 #include "transport/fabric.h"
 
@@ -277,7 +279,45 @@ class Engine {
   Peer* peer_by_conn(transport::ConnId c);
   Peer* peer_by_id(NodeId id);
   void fail(const std::string& why);
+  // engine_detect.cpp: clock, heartbeats, suspicion, reconnection, quorum
+  uint64_t clock_now() const;
+  void tick();
+  void suspect(Peer& p, const std::string& why);
+  void connect_peer(Peer& p);
+  size_t quorum() const;
+  uint64_t reach_mask() const;
+  uint64_t round_timeout() const { return uint64_t{cfg_.suspect_timeout_us} * 4; }
+  uint64_t gather_timeout() const { return cfg_.suspect_timeout_us; }
+  void wedge(const std::string& why);
+  // engine_view.cpp: the view-change protocol (membership.h)
+  void on_control(Peer& p, const std::byte* data, size_t len);
+  void on_prepare(Peer& p, const PrepareMsg& m);
+  void on_state(Peer& p, const StateMsg& m);
+  void on_propose(Peer& p, const ProposeMsg& m);
+  void on_accepted(Peer& p, const AcceptedMsg& m);
+  void on_commit(Peer& p, const CommitMsg& m);
+  void on_resume(Peer& p, const ResumeMsg& m);
+  template <typename Msg>
+  bool send_ctrl(Peer& p, const Msg& m);
+  StateMsg make_state(uint32_t epoch, const Ballot& b) const;
+  bool value_ok(const ViewValue& v) const;
+  bool accept_value(uint32_t epoch, const Ballot& b, const ViewValue& v);
+  void drive_membership();
+  bool wants_change(std::string& why);
+  bool lowest_candidate() const;
+  void start_round(const std::string& why);
+  void advance_round();
+  bool compose_value(ViewValue& v, std::string& why) const;
+  void fail_round(const std::string& why, bool no_quorum);
+  void commit_value(const ViewValue& v);
+  // engine_install.cpp: installing a decided view
+  void install(const ViewValue& v);
+  void finish_install();
+  void on_fill_done(bool ok);
+  uint64_t gseq_after(uint64_t pos) const;
+  void complete_externals();
   // engine_sender.cpp
+  SendResult send_gate() const;
   // Copies `payload` after the header unless `copy` is false (zero-copy:
   // the bytes are posted from elsewhere). Returns the payload's staging
   // position, or 0 when the ring is full.
@@ -301,6 +341,8 @@ class Engine {
                      bool early = false);
   void deliver_ahead(uint64_t from);
   bool entry_ok(const EntryHeader& h);
+  bool passed_before(const EntryHeader& h);
+  void on_view_entry(const std::byte* payload, size_t len);
   bool send_ack();
   // Log space this node no longer needs: delivered (and released, in
   // hold_deliveries mode).
@@ -338,7 +380,8 @@ class Engine {
   uint64_t next_sseq_ = 1;
   LargeSend large_;
   std::array<External, kMaxExternal> external_{};
-  uint64_t external_head_ = 0, external_tail_ = 0;    // queue of External, in staging order
+  // queue of External in staging order: [head, post) posted, [post, tail) not yet
+  uint64_t external_head_ = 0, external_tail_ = 0;
   std::array<uint64_t, kMaxExternal> copied_done_{};  // tickets completed without a wire
   size_t copied_done_count_ = 0;
   SendDoneFn send_done_fn_;
@@ -366,8 +409,50 @@ class Engine {
   std::vector<uint8_t> ahead_blocked_;  // per sender slot, scratch for deliver_ahead
 
   EngineCounters counters_;
-  ViewState view_;
   bool failed_ = false;
+
+  // membership
+  ViewState view_;
+  uint64_t now_ = 0;  // clock at the start of this progress() round
+  uint32_t incarnation_ = 0;
+  uint64_t start_us_ = 0;
+  std::mt19937_64 rng_;
+  bool have_view_ = false;  // installed_ holds our view
+  ViewValue installed_{};
+  bool wedged_ = false;  // from a promise (or quorum loss) until the next install
+  uint32_t promised_epoch_ = 0;
+  Ballot promised_{};
+  uint64_t promised_at_us_ = 0;
+  bool has_accepted_ = false;
+  uint32_t accepted_epoch_ = 0;
+  Ballot accepted_ballot_{};
+  ViewValue accepted_{};
+  uint64_t max_ballot_n_ = 0;
+  struct Round {
+    bool active = false;
+    bool accepting = false;  // phase 2
+    uint32_t epoch = 0;
+    Ballot ballot{};
+    uint64_t started_us = 0;
+    uint64_t asked = 0, answered = 0, accepted = 0;  // slot masks
+    std::vector<StateMsg> states;                     // by slot
+    ViewValue value{};
+  };
+  Round round_;
+  uint64_t want_since_us_ = 0;
+  uint64_t retry_at_us_ = 0;
+  uint64_t first_suspect_us_ = 0;
+  std::string last_state_line_;
+  // installing
+  bool filling_ = false;
+  int fill_outstanding_ = 0;
+  bool fill_failed_ = false;
+  uint64_t announced_ = 0;  // Log positions the new sequencer announced while we fill
+  bool fresh_view_ = false;  // the next View delivered starts a new history
+  std::optional<ViewValue> pending_commit_;
+  static constexpr uint64_t kFillTag = uint64_t{1} << 62;
+  // zero-copy sends in flight are completed once the log shows them
+  uint64_t external_post_ = 0;
 };
 
 }  // namespace rcpg::ordering

@@ -38,6 +38,8 @@ bool Engine::deliver() {
     }
     if (skipped < early_.size() && early_[skipped] == pos) {
       ++skipped;  // delivered ahead already
+    } else if (passed_before(*h)) {
+      ++counters_.duplicates_dropped;  // re-sent after a view change; we have it
     } else {
       bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
       if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) {
@@ -48,6 +50,8 @@ bool Engine::deliver() {
       }
       if (!deliver_entry(*h, reinterpret_cast<const std::byte*>(h + 1), pos + bytes)) return n > 0;
     }
+    if (h->kind != EntryKind::View)
+      if (Peer* p = peer_by_id(h->sender)) p->delivered_sseq = std::max(p->delivered_sseq, h->sseq);
     pos += bytes;
     delivered_ = pos;
     ++expected_gseq_;
@@ -64,7 +68,9 @@ bool Engine::entry_ok(const EntryHeader& h) {
               h.kind == EntryKind::Leave || h.kind == EntryKind::View;
   if (!kind || static_cast<uint8_t>(h.guarantee) > 3 || !valid_fragment_flags(h.flags))
     return false;
-  if (h.kind == EntryKind::View) return h.sender == sequencer_ && h.flags == 0;
+  if (h.kind == EntryKind::View)
+    return peer_by_id(h.sender) && h.flags == 0 && h.length > 0 &&
+           h.length % sizeof(ViewMember) == 0 && h.length <= kMaxNodes * sizeof(ViewMember);
   if (!peer_by_id(h.sender) || h.length > cfg_.max_fragment) return false;
   return !(h.flags & kFragment) ||
          (h.kind == EntryKind::Data && h.aux <= kMaxMessageBytes && h.length <= h.aux);
@@ -92,7 +98,7 @@ void Engine::deliver_ahead(uint64_t from) {
     while (next_early < early_.size() && early_[next_early] < pos) ++next_early;
     bool done = next_early < early_.size() && early_[next_early] == pos;
     Peer* p = peer_by_id(h->sender);
-    if (!done && p) {
+    if (!done && p && h->sseq > p->delivered_sseq) {
       bool fifo_ok = h->guarantee == Guarantee::Unordered ||
                      (h->guarantee == Guarantee::Fifo && !ahead_blocked_[p->slot]);
       if (fifo_ok && !(h->flags & kFragment)) {
@@ -118,6 +124,11 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   if (h.sender == cfg_.self && h.kind != EntryKind::View && !is_sequencer())
     staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
+  if (h.kind == EntryKind::View) {
+    on_view_entry(payload, h.length);
+    d.fresh = fresh_view_;
+    fresh_view_ = false;
+  }
   d.position = end;
   d.early = early;
   d.release_to = early ? delivered_ : end;
@@ -172,6 +183,33 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   return true;
 }
 
+// Receiver-side de-duplication: after a rejoin a re-sent record can reach
+// us a second time (the sequencer de-duplicates only its own log).
+bool Engine::passed_before(const EntryHeader& h) {
+  if (h.kind == EntryKind::View) return false;
+  Peer* p = peer_by_id(h.sender);
+  return p && h.sseq <= p->delivered_sseq;
+}
+
+// A sender that left, or came back as another incarnation, starts over:
+// its half-reassembled message is void, its sequence numbers restart.
+void Engine::on_view_entry(const std::byte* payload, size_t len) {
+  std::vector<ViewMember> ms(len / sizeof(ViewMember));
+  std::memcpy(static_cast<void*>(ms.data()), payload, ms.size() * sizeof(ViewMember));
+  for (Peer& p : peers_) {
+    auto it = std::find_if(ms.begin(), ms.end(), [&](auto& m) { return m.id == p.id; });
+    bool same = it != ms.end() && it->incarnation == p.sseq_incarnation;
+    if (!same) {
+      reassembly_[p.slot].active = false;
+      std::vector<std::byte>().swap(reassembly_[p.slot].buf);
+    }
+    if (it != ms.end() && !same) {
+      p.sseq_incarnation = it->incarnation;
+      p.delivered_sseq = 0;
+    }
+  }
+}
+
 void Engine::release(uint64_t position) {
   released_ = std::max(released_, std::min(position, delivered_));
 }
@@ -184,8 +222,9 @@ bool Engine::send_ack() {
     acked_delivered_ = done;
     return false;
   }
+  if (wedged_ || !have_view_) return false;
   Peer* seq = peer_by_id(sequencer_);
-  if (!seq || !seq->introduced) return false;
+  if (!seq || !seq->introduced || !seq->in_view) return false;
   AckSlot a{received_, done};
   std::memcpy(ack_src_->data, &a, sizeof(a));
   if (!ep_.post_write_imm(seq->conn, *ack_src_, 0, seq->hello.ctrl, self_slot_ * sizeof(AckSlot),

@@ -9,8 +9,10 @@ namespace rcpg::ordering {
 
 // The introduction each node sends on every new connection (post_send).
 struct HelloMsg {
-  uint32_t magic = 0x4F4C4548;  // "HELO"
+  uint32_t magic = 0x4F4C4548;  // "HELO" (CtrlType::Hello)
   uint32_t node = 0;
+  uint32_t incarnation = 0;
+  uint32_t epoch = 0;  // its installed view (0: none)
   uint64_t log_bytes = 0;
   uint64_t inbound_bytes = 0;
   transport::RemoteRegion log{};      // its log mirror
@@ -32,6 +34,21 @@ struct Engine::Peer {
   bool connected = false;
   bool introduced = false;  // its HelloMsg arrived
   HelloMsg hello{};
+  // failure detection
+  uint32_t incarnation = 0;  // from its hello
+  uint32_t epoch = 0;        // newest view epoch we know it has
+  bool suspected = false;    // until it reconnects and introduces itself again
+  uint64_t last_heard_us = 0;
+  uint64_t last_beat_us = 0;    // our last heartbeat to it
+  uint64_t reconnect_at_us = 0; // we connect to lower ids: next attempt
+  bool in_view = false;         // member of the installed view (this incarnation)
+  // Highest sseq of its records in the log as far as we have passed it in
+  // order (receiver-side de-duplication after a rejoin), and as sequenced
+  // by us (the sequencer's de-duplication of re-sent records).
+  uint64_t delivered_sseq = 0;
+  uint64_t sequenced_sseq = 0;
+  uint32_t sseq_incarnation = 0;  // incarnation the two above belong to
+  bool resumed = false;           // sequencer: its Resume for this view arrived
   // sequencer's view of this node as a sender
   uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
   uint64_t inbound_read = 0;  // bytes we have sequenced

@@ -35,7 +35,7 @@ uint64_t Engine::append_record(EntryKind kind, Guarantee g, uint32_t group, uint
 
 SendResult Engine::send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
                         std::span<const std::byte> payload, uint32_t aux) {
-  if (!can_send()) return SendResult::NotReady;
+  if (SendResult r = send_gate(); r != SendResult::Ok) return r;
   if (kind != EntryKind::Data && kind != EntryKind::Join && kind != EntryKind::Leave)
     return SendResult::TooLarge;  // senders may not forge views or padding
   if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe)) return SendResult::TooLarge;
@@ -58,7 +58,7 @@ SendResult Engine::send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pi
 
 SendResult Engine::send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags,
                              uint32_t total, std::span<const std::byte> chunk) {
-  if (!can_send()) return SendResult::NotReady;
+  if (SendResult r = send_gate(); r != SendResult::Ok) return r;
   if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe) ||
       chunk.size() > cfg_.max_fragment || chunk.size() > total ||
       flags != (kFragment | (flags & (kFragFirst | kFragLast))))
@@ -78,7 +78,7 @@ SendResult Engine::send_part(Guarantee g, uint32_t group, uint32_t pid, uint16_t
 SendResult Engine::send_zero_copy(Guarantee g, uint32_t group, uint32_t pid, uint16_t flags,
                                   uint32_t total, const Region& src, size_t off, size_t len,
                                   uint64_t ticket) {
-  if (!can_send()) return SendResult::NotReady;
+  if (SendResult r = send_gate(); r != SendResult::Ok) return r;
   bool part = flags != 0;
   if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe) || len > cfg_.max_fragment ||
       off > src.size || len > src.size - off || (ticket & kZeroCopyTag) ||
@@ -111,6 +111,17 @@ SendResult Engine::send_zero_copy(Guarantee g, uint32_t group, uint32_t pid, uin
 
 void Engine::finish_send(uint64_t ticket, bool ok) {
   if (send_done_fn_) send_done_fn_(ticket, ok);
+}
+
+// A zero-copy payload is done with once its record is back through the log:
+// until then a new sequencer may need it re-sent after a failure.
+void Engine::complete_externals() {
+  while (external_head_ != external_post_) {
+    const External& x = external_[external_head_ % kMaxExternal];
+    if (x.pos + x.len > staging_credit_) break;
+    ++external_head_;
+    finish_send(x.ticket, true);
+  }
 }
 
 bool Engine::continue_large_send() {
@@ -157,8 +168,8 @@ bool Engine::post_staging(ConnId conn, uint64_t from, uint64_t to, bool signal_e
   Peer* seq = peer_by_id(sequencer_);
   const RemoteRegion& remote = seq->hello.inbound;
   uint64_t base = self_slot_ * cfg_.inbound_bytes;
-  while (external_head_ != external_tail_) {
-    const External& x = external_[external_head_ % kMaxExternal];
+  while (external_post_ != external_tail_) {
+    const External& x = external_[external_post_ % kMaxExternal];
     if (x.pos >= to) break;
     if (from < x.pos) {
       if (!post_range(conn, *staging_, cfg_.inbound_bytes, from, x.pos, remote, base, std::nullopt))
@@ -174,7 +185,7 @@ bool Engine::post_staging(ConnId conn, uint64_t from, uint64_t to, bool signal_e
                   : ep_.post_write(conn, *x.src, x.off, remote, roff, x.len, wr, true);
     if (!ok) return false;
     staging_posted_ = from = end;
-    ++external_head_;
+    ++external_post_;
   }
   if (from < to) {
     if (!post_range(conn, *staging_, cfg_.inbound_bytes, from, to, remote, base,
@@ -195,9 +206,10 @@ bool Engine::flush_staging() {
     for (size_t i = 0; i < n; ++i) finish_send(copied_done_[i], true);
     did = true;
   }
-  if (is_sequencer() || staging_posted_ == staging_writer_.tail) return did;
+  complete_externals();
+  if (wedged_ || is_sequencer() || staging_posted_ == staging_writer_.tail) return did;
   Peer* seq = peer_by_id(sequencer_);
-  if (!seq || !seq->introduced) return did;
+  if (!seq || !seq->introduced || !seq->in_view) return did;
   if (!post_staging(seq->conn, staging_posted_, staging_writer_.tail, true)) return true;
   ++counters_.inbound_batches;
   return true;

@@ -19,7 +19,7 @@ constexpr size_t kMaxRecordsPerSenderRound = 512;
 uint64_t Engine::log_limit() const {
   uint64_t oldest = consumed();
   for (const Peer& p : peers_)
-    if (!p.self) oldest = std::min(oldest, p.acked.delivered);
+    if (!p.self && p.in_view) oldest = std::min(oldest, p.acked.delivered);
   return oldest + cfg_.log_bytes;
 }
 
@@ -27,25 +27,28 @@ bool Engine::sequence_inbound() {
   bool did = false;
   bool log_full = false;
   if (!view_appended_) {
-    // The first entry of every log is the view it was created in.
-    std::vector<uint32_t> ids;
-    for (const Peer& p : peers_) ids.push_back(p.id);
-    EntryHeader* h = log_writer_.reserve(ids.size() * 4, log_limit());
+    // Every view's part of the log starts with the view itself.
+    std::vector<ViewMember> members;
+    for (uint32_t i = 0; i < installed_.count; ++i)
+      members.push_back(ViewMember{installed_.members[i].id, installed_.members[i].incarnation});
+    size_t bytes = members.size() * sizeof(ViewMember);
+    EntryHeader* h = log_writer_.reserve(bytes, log_limit());
     if (!h) return false;
     EntryHeader hdr;
     hdr.gseq = next_gseq_++;
     hdr.sender = cfg_.self;
     hdr.kind = EntryKind::View;
-    hdr.length = static_cast<uint32_t>(ids.size() * 4);
-    hdr.aux = 1;  // epoch
+    hdr.length = static_cast<uint32_t>(bytes);
+    hdr.aux = installed_.epoch;
     std::memcpy(h, &hdr, sizeof(hdr));
-    std::memcpy(reinterpret_cast<std::byte*>(h + 1), ids.data(), ids.size() * 4);
+    std::memcpy(reinterpret_cast<std::byte*>(h + 1), members.data(), bytes);
     view_appended_ = true;
     ++counters_.sequenced_entries;
     did = true;
   }
   uint64_t limit = log_limit();
   for (Peer& p : peers_) {
+    if (!p.in_view || !(p.self || p.resumed)) continue;
     const std::byte* base = p.self ? staging_->data : inbound_->data + p.slot * cfg_.inbound_bytes;
     uint64_t end = p.self ? staging_writer_.tail : p.inbound_end;
     RingReader reader{base, cfg_.inbound_bytes};
@@ -64,8 +67,9 @@ bool Engine::sequence_inbound() {
                          pos + bytes <= end && hv.sender == p.id &&
                          (hv.kind == EntryKind::Data || hv.kind == EntryKind::Join ||
                           hv.kind == EntryKind::Leave) &&
-                         static_cast<uint8_t>(hv.guarantee) <= 3 && fragment_ok(p, hv);
-      if (!well_formed) {
+                         static_cast<uint8_t>(hv.guarantee) <= 3;
+      bool duplicate = well_formed && hv.sseq <= p.sequenced_sseq;
+      if (!well_formed || (!duplicate && !fragment_ok(p, hv))) {
         // A misbehaving sender loses the rest of its batch, nobody else
         // loses anything.
         ++counters_.protocol_errors;
@@ -73,13 +77,20 @@ bool Engine::sequence_inbound() {
         pos = end;
         break;
       }
-      EntryHeader* out = log_writer_.reserve(h->length, limit);
+      if (duplicate) {
+        // Re-sent after a view change, but the log has it already.
+        ++counters_.duplicates_dropped;
+        pos += bytes;
+        continue;
+      }
+      EntryHeader* out = log_writer_.reserve(hv.length, limit);
       if (!out) {
         ++counters_.log_stalls;
         log_full = true;
         break;
       }
       hv.gseq = next_gseq_++;
+      p.sequenced_sseq = hv.sseq;
       std::memcpy(out, &hv, sizeof(hv));
       std::memcpy(out + 1, h + 1, hv.length);
       if (hv.flags & kFragment) commit_fragment(p, hv);
@@ -122,7 +133,7 @@ void Engine::commit_fragment(Peer& p, const EntryHeader& h) {
 bool Engine::replicate() {
   bool did = false;
   for (Peer& p : peers_) {
-    if (p.self || !p.introduced || p.repl_posted == log_writer_.tail) continue;
+    if (p.self || !p.in_view || !p.introduced || p.repl_posted == log_writer_.tail) continue;
     if (post_range(p.conn, *log_, cfg_.log_bytes, p.repl_posted, log_writer_.tail, p.hello.log, 0,
                    ImmType::Log)) {
       p.repl_posted = log_writer_.tail;
@@ -136,12 +147,14 @@ bool Engine::replicate() {
 bool Engine::publish_stability() {
   uint64_t stable = log_writer_.tail;
   for (const Peer& p : peers_)
-    if (!p.self) stable = std::min(stable, p.acked.received);
+    if (!p.self && p.in_view) stable = std::min(stable, p.acked.received);
   stable_ = std::max(stable_, stable);
   bool did = false;
   for (Peer& p : peers_) {
     // Only members that may be waiting on a SAFE entry need the watermark.
-    if (p.self || p.stable_sent >= stable_ || p.stable_sent >= last_safe_end_) continue;
+    if (p.self || !p.in_view || !p.introduced || p.stable_sent >= stable_ ||
+        p.stable_sent >= last_safe_end_)
+      continue;
     if (ep_.post_write_imm(p.conn, *ack_src_, 0, p.hello.ctrl, 0, 0,
                            make_imm(ImmType::Stable, stable_), 0, false)) {
       p.stable_sent = stable_;

@@ -33,7 +33,8 @@ namespace rcpg::ipc {
 inline constexpr const char* kDefaultSocket = "/run/rcpg/rcpgd.sock";
 inline constexpr const char* kSocketEnv = "RCPG_SOCKET";
 inline constexpr uint32_t kMagic = 0x47504352;  // "RCPG"
-inline constexpr uint32_t kVersion = 1;
+// 2: SegmentHeader::membership, HelloRequest::model_flags kWantsTotemConfchg.
+inline constexpr uint32_t kVersion = 2;
 inline constexpr size_t kMaxGroupName = 128;       // CPG_MAX_NAME_LENGTH
 inline constexpr size_t kMaxControlBytes = 65536;  // largest control packet
 
@@ -85,10 +86,14 @@ struct HelloRequest {
   uint32_t version = kVersion;
   uint32_t pid = 0;
   // cpg_model_v1_data_t::flags; CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF (1)
-  // asks for a TotemConfchg event right after each successful Join.
+  // asks for a TotemConfchg event right after each successful Join. The
+  // library adds kWantsTotemConfchg when the handle has a totem_confchg
+  // callback: it then gets a TotemConfchg at every view change (Corosync
+  // sends those to every model-v1 connection).
   uint32_t model_flags = 0;
 };
 inline constexpr uint32_t kDeliverInitialTotemConf = 1;
+inline constexpr uint32_t kWantsTotemConfchg = 1u << 31;
 
 struct HelloReply {
   Status status = Status::Ok;
@@ -277,6 +282,17 @@ struct SegmentHeader {
   Counter zcb_status;  // a Status value
   // Daemon -> client: CPG_FLOW_CONTROL_ENABLED (1) when the client should slow down.
   Counter flow_control;
+  // Daemon -> client: a MembershipBlock value. While not Open the node has
+  // no quorum (or its view is changing): cpg_mcast_joined and
+  // cpg_zcb_mcast_joined return CS_ERR_TRY_AGAIN without queueing, as
+  // Corosync's do while it cannot order messages.
+  Counter membership;
+};
+
+enum class MembershipBlock : uint64_t {
+  Open = 0,
+  NoQuorum = 1,  // this node is not in a view with a quorum
+  Changing = 2,  // a view change is under way
 };
 
 }  // namespace rcpg::ipc

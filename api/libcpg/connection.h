@@ -66,6 +66,12 @@ class Connection {
   void wait_readable();
   // Wakes the daemon after publishing into a ring it sleeps on.
   void ring_doorbell();
+  // The node has no quorum or its view is changing: sends get TRY_AGAIN
+  // (SegmentHeader::membership; one load of a line the daemon rarely writes).
+  bool membership_blocked() const {
+    return hdr->membership.value.load(std::memory_order_acquire) !=
+           static_cast<uint64_t>(ipc::MembershipBlock::Open);
+  }
 
   cpg_handle_t handle = 0;
   Callbacks cb;

@@ -138,11 +138,16 @@ struct DispatchState {
     if (r.length < sizeof(t)) return Outcome::Corrupt;
     std::memcpy(&t, r.body, sizeof(t));
     if (t.count > (r.length - sizeof(t)) / sizeof(uint32_t)) return Outcome::Corrupt;
+    const auto* nodes = reinterpret_cast<const uint32_t*>(r.body + sizeof(t));
+    // Senders on nodes outside the new view never finish their messages.
+    // (Their NODEDOWN confchgs came first and normally did this already.) A
+    // stashed record was applied when absorb_events took it off the ring.
+    if (from_ring) c.reassembly.forget_nodes_except(nodes, t.count);
     if (c.cb.totem != nullptr) {
       cpg_ring_id id{};
       id.nodeid = t.ring_nodeid;
       id.seq = t.ring_seq;
-      c.cb.totem(c.handle, id, t.count, reinterpret_cast<const uint32_t*>(r.body + sizeof(t)));
+      c.cb.totem(c.handle, id, t.count, nodes);
     }
     consume();
     return Outcome::Callback;
@@ -246,6 +251,14 @@ bool absorb_events(Connection& c) {
           std::memcpy(&m, r.body + sizeof(h) + (h.member_count + i) * sizeof(m), sizeof(m));
           c.reassembly.forget(m.nodeid, m.pid);
         }
+      } else if (r.type == ipc::RecordType::TotemConfchg) {
+        ipc::TotemRecord t;
+        if (r.length < sizeof(t)) return c.mark_dead(), false;
+        std::memcpy(&t, r.body, sizeof(t));
+        if (t.count > (r.length - sizeof(t)) / sizeof(uint32_t)) return c.mark_dead(), false;
+        std::vector<uint32_t> nodes(t.count);
+        if (t.count != 0) std::memcpy(nodes.data(), r.body + sizeof(t), t.count * sizeof(uint32_t));
+        c.reassembly.forget_nodes_except(nodes.data(), nodes.size());
       }
       e.record.assign(r.body, r.body + r.length);
       c.stashed.push_back(std::move(e));

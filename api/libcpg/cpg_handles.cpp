@@ -62,6 +62,8 @@ RCPG_EXPORT cs_error_t cpg_model_initialize(cpg_handle_t* handle, cpg_model_t mo
     cb.confchg = v1->cpg_confchg_fn;
     cb.totem = v1->cpg_totem_confchg_fn;
     cb.model_flags = v1->flags;
+    // Corosync calls totem_confchg at every view change: ask the daemon for them.
+    if (cb.totem != nullptr) cb.model_flags |= rcpg::ipc::kWantsTotemConfchg;
   }
   return initialize(handle, cb, context);
 }

@@ -125,6 +125,10 @@ RCPG_EXPORT cs_error_t cpg_mcast_joined(cpg_handle_t handle, cpg_guarantee_t gua
   }
   if (c->dead()) return CS_ERR_LIBRARY;
   if (!c->joined.load(std::memory_order_acquire)) return CS_ERR_NOT_EXIST;
+  // No quorum: the caller retries in a loop, which must end with
+  // CS_ERR_LIBRARY if the daemon dies meanwhile (a poll per call is cheap
+  // next to waiting for a quorum).
+  if (c->membership_blocked()) return c->check_alive() ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
   return send_copied(*c, guarantee, IovCursor{iovec, iov_len}, total);
 }
 
@@ -160,6 +164,7 @@ RCPG_EXPORT cs_error_t cpg_zcb_mcast_joined(cpg_handle_t handle, cpg_guarantee_t
   if (msg_len > c->max_msg) return CS_ERR_TOO_BIG;
   if (c->dead()) return CS_ERR_LIBRARY;
   if (!c->joined.load(std::memory_order_acquire)) return CS_ERR_NOT_EXIST;
+  if (c->membership_blocked()) return c->check_alive() ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
   // Copying a small message into the request ring costs less than waiting
   // for the daemon (and the NIC) to finish with the buffer, and returns at
   // once; larger ones leave from the pool without a CPU copy.

@@ -20,6 +20,19 @@ void Reassembly::forget(uint32_t nodeid, uint32_t pid) {
     }
 }
 
+void Reassembly::forget_nodes_except(const uint32_t* nodes, size_t count) {
+  for (auto it = parts_.begin(); it != parts_.end();) {
+    bool kept = false;
+    for (size_t i = 0; i < count && !kept; ++i) kept = nodes[i] == it->nodeid;
+    if (kept) {
+      ++it;
+    } else {
+      std::free(it->data);
+      it = parts_.erase(it);
+    }
+  }
+}
+
 void Reassembly::release_complete() {
   std::free(done_.data);
   done_ = Buffer{};

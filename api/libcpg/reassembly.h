@@ -4,6 +4,7 @@
 // different senders may interleave.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -41,6 +42,9 @@ class Reassembly {
   size_t in_progress() const { return parts_.size(); }
   // The sender left the group: its unfinished message will never complete.
   void forget(uint32_t nodeid, uint32_t pid);
+  // A new view without some nodes (totem confchg): their senders' unfinished
+  // messages will never complete either. `nodes` need not be sorted.
+  void forget_nodes_except(const uint32_t* nodes, size_t count);
 
  private:
   struct Buffer {

@@ -30,6 +30,11 @@ size_t host_count() {
   return 1 + static_cast<size_t>(std::count(env, env + std::strlen(env), ','));
 }
 
+// For tests that stop a daemon (SIGSTOP) on purpose: it must not be taken
+// for dead and removed from the view meanwhile.
+constexpr const char* kNoSuspicion =
+    "[membership]\nheartbeat_interval_ms = 20\nsuspect_timeout_ms = 120000\n";
+
 // Adds every daemon's log to a failing test, however it ends.
 struct LogsOnFailure {
   const DaemonCluster& cluster;
@@ -289,7 +294,7 @@ bool join_one_per_node(const DaemonCluster& cluster, IpcTestClient (&c)[3], int&
 // until the NIC is done, delivers them intact everywhere, reports the
 // PROCDOWN and carries on (and, under ASan, stays clean).
 TEST_P(Fabric, ZeroCopySendsFromANonSequencerNode) {
-  DaemonCluster cluster(3, GetParam());
+  DaemonCluster cluster(3, GetParam(), kNoSuspicion);
   LogsOnFailure logs{cluster, 3};
   std::string why;
   ASSERT_TRUE(cluster.start(why)) << why;
@@ -435,7 +440,7 @@ TEST_P(Fabric, ZeroCopySendsFromANonSequencerNode) {
 // room, is answered TryAgain at once. Once the sequencer runs again the
 // waiting parts follow and the message arrives intact everywhere.
 TEST_P(Fabric, ZeroCopyMessageWaitsForCreditAndOthersGetTryAgain) {
-  DaemonCluster cluster(3, GetParam());
+  DaemonCluster cluster(3, GetParam(), kNoSuspicion);
   LogsOnFailure logs{cluster, 3};
   std::string why;
   ASSERT_TRUE(cluster.start(why)) << why;

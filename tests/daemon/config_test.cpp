@@ -48,6 +48,12 @@ max_sleep_ms = 20
 iterations = 500
 yield = true
 pin_core = 1
+
+[membership]
+heartbeat_interval_ms = 5
+suspect_timeout_ms = 40
+form_timeout_ms = 1500
+two_node = true
 )";
 
 std::optional<Config> parse(const std::string& text, std::string& err) {
@@ -84,6 +90,10 @@ TEST(Config, GoodFile) {
   EXPECT_TRUE(c->spin_yield);
   EXPECT_EQ(c->pin_core, 1);
   EXPECT_EQ(c->request_bytes, size_t{4} << 20);  // default kept
+  EXPECT_EQ(c->heartbeat_interval_ms, 5u);
+  EXPECT_EQ(c->suspect_timeout_ms, 40u);
+  EXPECT_EQ(c->form_timeout_ms, 1500u);
+  EXPECT_TRUE(c->two_node);
 }
 
 TEST(Config, DefaultsNeedOnlyKeyAndNodes) {
@@ -94,6 +104,10 @@ TEST(Config, DefaultsNeedOnlyKeyAndNodes) {
   EXPECT_EQ(c->fabric, "verbs");
   EXPECT_EQ(c->nodeid, 0u);
   EXPECT_TRUE(c->zero_copy_receive);
+  EXPECT_EQ(c->heartbeat_interval_ms, 10u);
+  EXPECT_EQ(c->suspect_timeout_ms, 60u);
+  EXPECT_EQ(c->form_timeout_ms, 3000u);
+  EXPECT_FALSE(c->two_node);
 }
 
 struct Bad {
@@ -148,7 +162,26 @@ INSTANTIATE_TEST_SUITE_P(
             "1: 'spin' must be a table"},
         Bad{good_with("inbound_bytes = 4194304",
                       "inbound_bytes = 4194304\nmax_fragment = \"3MiB\""),
-            "engine.max_fragment"}));
+            "engine.max_fragment"},
+        // [membership]
+        Bad{good_with("heartbeat_interval_ms = 5", "heartbeat_interval_ms = 0"),
+            "37: 'membership.heartbeat_interval_ms' = 0 is out of range"},
+        Bad{good_with("heartbeat_interval_ms = 5", "heartbeat_ms = 5"),
+            "37: unknown key 'membership.heartbeat_ms'"},
+        Bad{good_with("suspect_timeout_ms = 40", "suspect_timeout_ms = 9"),
+            "38: 'membership.suspect_timeout_ms' = 9 must be at least twice "
+            "'membership.heartbeat_interval_ms' (5)"},
+        Bad{good_with("suspect_timeout_ms = 40", "suspect_timeout_ms = \"40ms\""),
+            "38: 'membership.suspect_timeout_ms' must be an integer"},
+        Bad{good_with("form_timeout_ms = 1500", "form_timeout_ms = -1"),
+            "39: 'membership.form_timeout_ms' = -1 is out of range"},
+        Bad{good_with("two_node = true", "two_node = \"yes\""),
+            "40: 'membership.two_node' must be true or false"},
+        Bad{good_with("[[nodes]]\nnodeid = 2", "[[nodes]]\nnodeid = 3\naddress = \"/n3\"\n"
+                                                 "[[nodes]]\nnodeid = 2"),
+            "43: 'membership.two_node' = true needs exactly 2 [[nodes]] (there are 3)"},
+        Bad{"membership = 1\n[cluster]\nkey_file = \"/k\"\n[[nodes]]\nnodeid = 1\naddress = \"a\"\n",
+            "1: 'membership' must be a table"}));
 
 TEST(Config, SizesWithUnits) {
   EXPECT_EQ(parse_size("4096"), 4096u);

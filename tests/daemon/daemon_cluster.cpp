@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -72,26 +73,12 @@ bool DaemonCluster::start(std::string& why) {
         << "[ipc]\nrequest_bytes = \"1MiB\"\nevent_bytes = \"4MiB\"\npool_bytes = \"4MiB\"\n"
         // 2 cores shared by daemons and clients: spin briefly and yield.
         << "[spin]\niterations = 200\nyield = true\n"
-        << "[timeouts]\nshutdown_linger_ms = 0\n";
+        << "[timeouts]\nshutdown_linger_ms = 0\n"
+        << membership_;
     for (int n = 1; n <= nodes_; ++n)
       cfg << "[[nodes]]\nnodeid = " << n << "\naddress = \"" << address(n) << "\"\n";
   }
-  for (int n = 1; n <= nodes_; ++n) {
-    std::string log = dir_ + "/rcpgd" + std::to_string(n) + ".log";
-    std::string cfg = dir_ + "/rcpg.toml";
-    std::string id = std::to_string(n);
-    std::string sock = socket(n);
-    pid_t pid = fork();
-    if (pid == 0) {
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      execl(RCPGD_PATH, RCPGD_PATH, "--config", cfg.c_str(), "--nodeid", id.c_str(), "--socket",
-            sock.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    pids_.push_back(pid);
-  }
+  for (int n = 1; n <= nodes_; ++n) pids_.push_back(launch(n, false));
   // Soft-RoCE under emulation connects slowly.
   auto deadline = Clock::now() + std::chrono::seconds(fabric_ == "verbs" ? 120 : 30);
   for (int n = 1; n <= nodes_; ++n) {
@@ -109,6 +96,79 @@ bool DaemonCluster::start(std::string& why) {
       }
       if (Clock::now() > deadline) {
         why = "rcpgd " + std::to_string(n) + " not ready: " + log_of(n);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  // Connected is not enough: clients may join once the first view is in.
+  std::vector<int> all;
+  for (int n = 1; n <= nodes_; ++n) all.push_back(n);
+  return wait_view(all, why, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::max(deadline - Clock::now(), Clock::duration{0})));
+}
+
+pid_t DaemonCluster::launch(int node, bool append_log) {
+  std::string log = dir_ + "/rcpgd" + std::to_string(node) + ".log";
+  std::string cfg = dir_ + "/rcpg.toml";
+  std::string id = std::to_string(node);
+  std::string sock = socket(node);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC), 0644);
+    if (append_log) {
+      const char mark[] = "----- restarted -----\n";
+      [[maybe_unused]] ssize_t w = write(fd, mark, sizeof(mark) - 1);
+    }
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(RCPGD_PATH, RCPGD_PATH, "--config", cfg.c_str(), "--nodeid", id.c_str(), "--socket",
+          sock.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+bool DaemonCluster::restart_node(int node, std::string& why) {
+  if (pids_[node - 1] > 0) {
+    why = "rcpgd " + std::to_string(node) + " is still running";
+    return false;
+  }
+  pids_[node - 1] = launch(node, true);
+  auto deadline = Clock::now() + std::chrono::seconds(fabric_ == "verbs" ? 120 : 20);
+  for (;;) {
+    IpcTestClient c;
+    std::string err;
+    if (c.connect(socket(node), err) && !c.status_text(0, 1).empty()) return true;
+    int status;
+    if (waitpid(pids_[node - 1], &status, WNOHANG) == pids_[node - 1]) {
+      pids_[node - 1] = -1;
+      why = "restarted rcpgd " + std::to_string(node) + " exited: " + log_of(node);
+      return false;
+    }
+    if (Clock::now() > deadline) {
+      why = "restarted rcpgd " + std::to_string(node) + " not serving: " + log_of(node);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+bool DaemonCluster::wait_view(const std::vector<int>& nodes, std::string& why,
+                              std::chrono::milliseconds timeout) {
+  std::string want = "\"view\":[";
+  for (size_t i = 0; i < nodes.size(); ++i) want += (i ? "," : "") + std::to_string(nodes[i]);
+  want += "],\"membership\":{\"state\":\"normal\"";
+  auto deadline = Clock::now() + timeout;
+  for (int n : nodes) {
+    std::string last;
+    for (;;) {
+      IpcTestClient c;
+      std::string err;
+      if (c.connect(socket(n), err)) last = c.status_text(0, 1);
+      if (last.find(want) != std::string::npos) break;
+      if (Clock::now() > deadline) {
+        why = "rcpgd " + std::to_string(n) + " never showed " + want + "; last status: " + last;
         return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -141,12 +201,8 @@ void DaemonCluster::stop() {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    // A daemon whose peer stopped first ends with status 1 ("lost node":
-    // view changes are not implemented); anything else is a problem.
-    bool peer_first =
-        WIFEXITED(status) && WEXITSTATUS(status) == 1 &&
-        log_of(static_cast<int>(n) + 1).find("the ordering engine failed") != std::string::npos;
-    if ((!WIFEXITED(status) || WEXITSTATUS(status) != 0) && !peer_first)
+    // A lost peer is a view change: every daemon must end with status 0.
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
       exit_problems_.push_back("rcpgd " + std::to_string(n + 1) + " ended with " +
                                (WIFEXITED(status)
                                     ? "exit status " + std::to_string(WEXITSTATUS(status))

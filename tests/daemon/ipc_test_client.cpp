@@ -386,6 +386,8 @@ bool IpcTestClient::read_one(TestEvent& out) {
       ev.left.assign(m + c.member_count, m + c.member_count + c.left_count);
       ev.joined.assign(m + c.member_count + c.left_count,
                        m + c.member_count + c.left_count + c.joined_count);
+      // A sender that left never finishes its message (as libcpg does).
+      for (const ipc::MemberEntry& l : ev.left) partial_.erase((uint64_t{l.nodeid} << 32) | l.pid);
     } else if (h.type == ipc::RecordType::TotemConfchg) {
       ipc::TotemRecord t;
       std::memcpy(&t, body, sizeof(t));

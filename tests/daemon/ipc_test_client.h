@@ -78,6 +78,8 @@ class IpcTestClient {
   std::optional<TestEvent> next_event(std::chrono::milliseconds timeout);
   // True once the daemon closed the connection.
   bool daemon_gone() const { return gone_; }
+  // Messages whose first parts arrived and whose last has not.
+  size_t partial_messages() const { return partial_.size(); }
 
   uint32_t nodeid() const { return reply_.nodeid; }
   const ipc::HelloReply& hello_reply() const { return reply_; }
