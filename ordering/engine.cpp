@@ -126,10 +126,14 @@ uint64_t Engine::inbound_consumed(NodeId sender) const {
 
 const char* to_string(Membership m) {
   switch (m) {
-    case Membership::Forming: return "forming";
-    case Membership::Normal: return "normal";
-    case Membership::Changing: return "changing";
-    case Membership::NoQuorum: return "no-quorum";
+    case Membership::Forming:
+      return "forming";
+    case Membership::Normal:
+      return "normal";
+    case Membership::Changing:
+      return "changing";
+    case Membership::NoQuorum:
+      return "no-quorum";
   }
   return "?";
 }
@@ -245,7 +249,7 @@ void Engine::handle_events() {
         if (p && p->conn == ev->conn) {
           // The peer may not be up (yet): try again later.
           p->connected = false;
-          p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.suspect_timeout_us, 1000);
+          p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.heartbeat_interval_us, 1000);
         }
         break;
       case EventType::PeerRejected:
@@ -316,7 +320,8 @@ void Engine::handle_completions() {
               // since the last one: decode it against what we have received
               // instead (it is at most a log size behind that).
               uint64_t base = received_ > cfg_.log_bytes ? received_ - cfg_.log_bytes : 0;
-              stable_ = std::max(stable_, std::min(received_, imm_pos(c.imm, std::max(stable_, base))));
+              stable_ =
+                  std::max(stable_, std::min(received_, imm_pos(c.imm, std::max(stable_, base))));
             }
             break;
           case ImmType::Ack: {

@@ -153,11 +153,11 @@ struct EngineCounters {
   uint64_t protocol_errors = 0;
   // Membership
   uint64_t views_installed = 0;
-  uint64_t suspicions = 0;         // peers suspected (silence or a broken connection)
-  uint64_t resent_records = 0;     // our records re-sent to a new sequencer
-  uint64_t duplicates_dropped = 0; // re-sent records the sequencer had already logged
-  uint64_t gap_fill_bytes = 0;     // log bytes fetched by RDMA READ from another survivor
-  uint64_t last_failover_us = 0;   // first suspicion to the new view installed here
+  uint64_t suspicions = 0;          // peers suspected (silence or a broken connection)
+  uint64_t resent_records = 0;      // our records re-sent to a new sequencer
+  uint64_t duplicates_dropped = 0;  // re-sent records the sequencer had already logged
+  uint64_t gap_fill_bytes = 0;      // log bytes fetched by RDMA READ from another survivor
+  uint64_t last_failover_us = 0;    // first suspicion to the new view installed here
 };
 
 class Engine {
@@ -435,19 +435,20 @@ class Engine {
     Ballot ballot{};
     uint64_t started_us = 0;
     uint64_t asked = 0, answered = 0, accepted = 0;  // slot masks
-    std::vector<StateMsg> states;                     // by slot
+    std::vector<StateMsg> states;                    // by slot
     ViewValue value{};
   };
   Round round_;
   uint64_t want_since_us_ = 0;
   uint64_t retry_at_us_ = 0;
+  uint64_t join_retry_at_us_ = 0;
   uint64_t first_suspect_us_ = 0;
   std::string last_state_line_;
   // installing
   bool filling_ = false;
   int fill_outstanding_ = 0;
   bool fill_failed_ = false;
-  uint64_t announced_ = 0;  // Log positions the new sequencer announced while we fill
+  uint64_t announced_ = 0;   // Log positions the new sequencer announced while we fill
   bool fresh_view_ = false;  // the next View delivered starts a new history
   std::optional<ViewValue> pending_commit_;
   static constexpr uint64_t kFillTag = uint64_t{1} << 62;

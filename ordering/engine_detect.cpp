@@ -57,7 +57,7 @@ void Engine::suspect(Peer& p, const std::string& why) {
 void Engine::wedge(const std::string& why) {
   if (!wedged_) {
     wedged_ = true;
-    if (first_suspect_us_ == 0) first_suspect_us_ = now_;
+    if (first_suspect_us_ == 0 && have_view_) first_suspect_us_ = now_;
   }
   if (view_.state != Membership::NoQuorum && have_view_) view_.state = Membership::Changing;
   view_.why = why;

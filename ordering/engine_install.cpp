@@ -66,7 +66,9 @@ void Engine::install(const ViewValue& v) {
     return;
   }
   bool continuing = me->continuing && have_view_ && installed_.epoch + 1 == v.epoch;
-  if (me->continuing && !continuing) log_fn_("view " + std::to_string(v.epoch) + " expected us to continue from an older view: starting afresh");
+  if (me->continuing && !continuing)
+    log_fn_("view " + std::to_string(v.epoch) +
+            " expected us to continue from an older view: starting afresh");
   have_view_ = true;
   installed_ = v;
   sequencer_ = v.sequencer;
@@ -104,8 +106,10 @@ void Engine::install(const ViewValue& v) {
   fill_failed_ = false;
   fill_outstanding_ = 0;
   if (h && !h->self && h->introduced) {
-    if (ep_.post_read(h->conn, *log_, off, h->hello.log, off, first, kFillTag)) ++fill_outstanding_;
-    else fill_failed_ = true;
+    if (ep_.post_read(h->conn, *log_, off, h->hello.log, off, first, kFillTag))
+      ++fill_outstanding_;
+    else
+      fill_failed_ = true;
     if (!fill_failed_ && first < len) {
       if (ep_.post_read(h->conn, *log_, 0, h->hello.log, 0, len - first, kFillTag))
         ++fill_outstanding_;
@@ -128,8 +132,8 @@ void Engine::on_fill_done(bool ok) {
   filling_ = false;
   if (fill_failed_) {
     fill_failed_ = false;
-    view_.why = "could not fetch the log up to the cut from node " +
-                std::to_string(installed_.holder);
+    view_.why =
+        "could not fetch the log up to the cut from node " + std::to_string(installed_.holder);
     log_fn_(view_.why);
     if (Peer* h = peer_by_id(installed_.holder)) suspect(*h, "the log fetch failed");
   } else {

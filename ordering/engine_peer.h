@@ -39,9 +39,9 @@ struct Engine::Peer {
   uint32_t epoch = 0;        // newest view epoch we know it has
   bool suspected = false;    // until it reconnects and introduces itself again
   uint64_t last_heard_us = 0;
-  uint64_t last_beat_us = 0;    // our last heartbeat to it
-  uint64_t reconnect_at_us = 0; // we connect to lower ids: next attempt
-  bool in_view = false;         // member of the installed view (this incarnation)
+  uint64_t last_beat_us = 0;     // our last heartbeat to it
+  uint64_t reconnect_at_us = 0;  // we connect to lower ids: next attempt
+  bool in_view = false;          // member of the installed view (this incarnation)
   // Highest sseq of its records in the log as far as we have passed it in
   // order (receiver-side de-duplication after a rejoin), and as sequenced
   // by us (the sequencer's de-duplication of re-sent records).

@@ -133,8 +133,7 @@ void Engine::on_prepare(Peer& p, const PrepareMsg& m) {
   promised_epoch_ = m.epoch;
   promised_ = m.ballot;
   promised_at_us_ = now_;
-  wedge("view change to epoch " + std::to_string(m.epoch) + " run by node " +
-        std::to_string(p.id));
+  wedge("view change to epoch " + std::to_string(m.epoch) + " run by node " + std::to_string(p.id));
   send_ctrl(p, make_state(m.epoch, m.ballot));
 }
 
@@ -249,6 +248,7 @@ bool Engine::wants_change(std::string& why) {
       return true;
     }
   }
+  if (now_ < join_retry_at_us_) return false;  // the last attempt could not add them
   for (const Peer& p : peers_)
     if (!p.self && !p.in_view && p.introduced && !p.suspected) {
       why = "node " + std::to_string(p.id) + " can join";
@@ -346,7 +346,8 @@ void Engine::advance_round() {
       fail_round("node " + std::to_string(peers_[s].id) + " is in a newer view", false);
       return;
     }
-    if (st.has_accepted && value_ok(st.value) && (!best || st.accepted_ballot > best->accepted_ballot))
+    if (st.has_accepted && value_ok(st.value) &&
+        (!best || st.accepted_ballot > best->accepted_ballot))
       best = &st;
   }
   size_t n = static_cast<size_t>(std::popcount(round_.answered));
@@ -363,6 +364,13 @@ void Engine::advance_round() {
   } else if (!compose_value(v, why)) {
     fail_round(why, true);
     return;
+  } else {
+    // A node we see but not everybody does: do not retry adding it at once.
+    for (const Peer& p : peers_) {
+      bool member = false;
+      for (uint32_t i = 0; i < v.count; ++i) member |= v.members[i].id == p.id;
+      if (!member && p.introduced && !p.suspected) join_retry_at_us_ = now_ + round_timeout();
+    }
   }
   if (!accept_value(round_.epoch, round_.ballot, v)) {
     fail_round("pre-empted by another coordinator", false);

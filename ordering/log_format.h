@@ -44,7 +44,14 @@ inline constexpr size_t record_bytes(size_t payload) {
 // (mod 2^28). Rings are limited to 1 GiB so a position is recovered exactly
 // from any lower bound within 2 GiB of it.
 // Credit (3) is reserved: senders get credit back through the log itself.
-enum class ImmType : uint32_t { Log = 1, Inbound = 2, Credit = 3, Stable = 4, Ack = 5, Heartbeat = 6 };
+enum class ImmType : uint32_t {
+  Log = 1,
+  Inbound = 2,
+  Credit = 3,
+  Stable = 4,
+  Ack = 5,
+  Heartbeat = 6
+};
 inline constexpr size_t kMaxRingBytes = size_t{1} << 30;
 // The largest message (a fragment's `aux`); CPG promises at least 1 GiB.
 inline constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 30;
