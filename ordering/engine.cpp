@@ -63,6 +63,11 @@ bool Engine::start(std::string& why) {
     peers_[i].self = nodes[i].id == cfg_.self;
   }
   self_slot_ = static_cast<size_t>(me - nodes.begin());
+  // Every delivery looks its sender up: a table when the ids are small.
+  if (nodes.back().id < (1u << 16)) {
+    slot_of_id_.assign(nodes.back().id + 1, 0xFF);
+    for (size_t i = 0; i < nodes.size(); ++i) slot_of_id_[nodes[i].id] = static_cast<uint8_t>(i);
+  }
   peers_[self_slot_].connected = peers_[self_slot_].introduced = true;
   sequencer_ = nodes.front().id;
   reassembly_.resize(nodes.size());
@@ -112,6 +117,10 @@ Engine::Peer* Engine::peer_by_conn(ConnId c) {
 }
 
 Engine::Peer* Engine::peer_by_id(NodeId id) {
+  if (!slot_of_id_.empty()) {
+    if (id >= slot_of_id_.size() || slot_of_id_[id] == 0xFF) return nullptr;
+    return &peers_[slot_of_id_[id]];
+  }
   for (Peer& p : peers_)
     if (p.id == id) return &p;
   return nullptr;

@@ -363,6 +363,7 @@ class Engine {
   size_t self_slot_ = 0;
   std::vector<Peer> peers_;  // one per configured node, self included (slot order)
   std::vector<size_t> conn_to_slot_;
+  std::vector<uint8_t> slot_of_id_;  // by node id; 0xFF = not configured
 
   transport::Region* log_ = nullptr;      // log mirror (the master log at the sequencer)
   transport::Region* inbound_ = nullptr;  // one inbound ring per node, slot order
