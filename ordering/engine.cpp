@@ -295,18 +295,18 @@ void Engine::handle_completions() {
       } else if (c.op == Op::RecvImm) {
         switch (imm_type(c.imm)) {
           case ImmType::Log: {
-            if (p->id != sequencer_ || !have_view_) break;
             uint64_t pos = imm_pos(c.imm, received_);
+            // Wedged: what we hold is frozen for the view change. Filling,
+            // or not installed yet: the new sequencer writes behind the cut.
+            if (p->id != sequencer_ || !have_view_ || wedged_ || filling_) {
+              if (pos <= received_ + cfg_.log_bytes) p->announced = std::max(p->announced, pos);
+              break;
+            }
             if (pos > received_ + cfg_.log_bytes) {
               fail("sequencer announced an impossible log position");
               return;
             }
-            // Wedged: what we hold is frozen for the view change. Filling:
-            // the new sequencer writes behind the cut we are fetching.
-            if (filling_)
-              announced_ = std::max(announced_, pos);
-            else if (!wedged_)
-              received_ = std::max(received_, pos);
+            received_ = std::max(received_, pos);
             break;
           }
           case ImmType::Inbound: {

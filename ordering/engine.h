@@ -449,7 +449,6 @@ class Engine {
   bool filling_ = false;
   int fill_outstanding_ = 0;
   bool fill_failed_ = false;
-  uint64_t announced_ = 0;   // Log positions the new sequencer announced while we fill
   bool fresh_view_ = false;  // the next View delivered starts a new history
   std::optional<ViewValue> pending_commit_;
   static constexpr uint64_t kFillTag = uint64_t{1} << 62;

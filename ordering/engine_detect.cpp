@@ -57,6 +57,7 @@ void Engine::suspect(Peer& p, const std::string& why) {
 void Engine::wedge(const std::string& why) {
   if (!wedged_) {
     wedged_ = true;
+    for (Peer& p : peers_) p.announced = 0;
     if (first_suspect_us_ == 0 && have_view_) first_suspect_us_ = now_;
   }
   if (view_.state != Membership::NoQuorum && have_view_) view_.state = Membership::Changing;

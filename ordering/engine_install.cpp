@@ -52,6 +52,11 @@ void Engine::install(const ViewValue& v) {
     p.in_view = member && me;
     if (m) p.epoch = std::max(p.epoch, v.epoch);
     p.resumed = false;
+    if (p.early_resume_epoch == v.epoch && p.in_view && v.sequencer == cfg_.self) {
+      p.inbound_read = p.inbound_end = p.early_resume_pos;
+      p.resumed = true;
+    }
+    if (p.early_resume_epoch <= v.epoch) p.early_resume_epoch = 0;
   }
   round_.active = false;
   has_accepted_ = false;
@@ -81,7 +86,6 @@ void Engine::install(const ViewValue& v) {
     view_.members.push_back(ViewMember{v.members[i].id, v.members[i].incarnation});
   view_.state = Membership::Changing;
   view_.why = "installing view " + std::to_string(v.epoch);
-  announced_ = 0;
   if (!continuing) {
     received_ = delivered_ = released_ = stable_ = v.cut;
     expected_gseq_ = v.cut_gseq;
@@ -148,7 +152,11 @@ void Engine::on_fill_done(bool ok) {
 
 void Engine::finish_install() {
   const ViewValue& v = installed_;
-  received_ = std::max({received_, v.cut, announced_});
+  // The new sequencer may have written past the cut already.
+  if (Peer* s = peer_by_id(sequencer_); s && !s->self && s->announced <= v.cut + cfg_.log_bytes)
+    received_ = std::max(received_, s->announced);
+  received_ = std::max(received_, v.cut);
+  for (Peer& p : peers_) p.announced = 0;
   // What the log up to the cut holds of every sender, beyond what delivery
   // has passed: the sequencer's de-duplication and fragment state, and how
   // much of our own staging ring is in the log.
@@ -255,9 +263,15 @@ void Engine::finish_install() {
 }
 
 void Engine::on_resume(Peer& p, const ResumeMsg& m) {
-  if (!is_sequencer() || !have_view_ || m.epoch != installed_.epoch || !p.in_view) return;
-  p.inbound_read = p.inbound_end = m.position;
-  p.resumed = true;
+  if (have_view_ && m.epoch == installed_.epoch) {
+    if (!is_sequencer() || !p.in_view) return;
+    p.inbound_read = p.inbound_end = m.position;
+    p.resumed = true;
+  } else if (!have_view_ || m.epoch > installed_.epoch) {
+    // It installed the view before we did (its Commit came first).
+    p.early_resume_epoch = m.epoch;
+    p.early_resume_pos = m.position;
+  }
 }
 
 }  // namespace rcpg::ordering

@@ -49,6 +49,12 @@ struct Engine::Peer {
   uint64_t sequenced_sseq = 0;
   uint32_t sseq_incarnation = 0;  // incarnation the two above belong to
   bool resumed = false;           // sequencer: its Resume for this view arrived
+  // A Resume for a view we have not installed yet (it installed first).
+  uint32_t early_resume_epoch = 0;
+  uint64_t early_resume_pos = 0;
+  // Log positions it announced while it was not (yet) our sequencer: the
+  // new sequencer's first writes can arrive before its Commit does.
+  uint64_t announced = 0;
   // sequencer's view of this node as a sender
   uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
   uint64_t inbound_read = 0;  // bytes we have sequenced

@@ -120,14 +120,28 @@ void Engine::on_prepare(Peer& p, const PrepareMsg& m) {
     send_ctrl(p, make_state(m.epoch, m.ballot));  // it is behind: tell it
     return;
   }
-  if (m.epoch < promised_epoch_ || (m.epoch == promised_epoch_ && m.ballot < promised_)) return;
-  if (m.epoch == promised_epoch_ && m.ballot != promised_ && m.ballot.coord > promised_.coord) {
+  if (m.epoch < promised_epoch_) return;
+  bool refuse = m.epoch == promised_epoch_ && m.ballot < promised_;
+  if (m.epoch == promised_epoch_ && m.ballot > promised_ && m.ballot.coord > promised_.coord) {
     // Stay with a lower coordinator's round while it makes progress, so two
     // coordinators do not keep pre-empting each other.
     Peer* c = peer_by_id(promised_.coord);
-    bool live = c && (c->self ? round_.active : (c->introduced && !c->suspected)) &&
-                now_ - promised_at_us_ < round_timeout();
-    if (live) return;
+    refuse = c && (c->self ? round_.active : (c->introduced && !c->suspected)) &&
+             now_ - promised_at_us_ < round_timeout();
+  }
+  if (refuse) {
+    // Say whom we follow: a lower coordinator retries above it at once, a
+    // higher one gives way.
+    StateMsg s = make_state(m.epoch, m.ballot);
+    s.refused = 1;
+    s.has_accepted = s.has_view = 0;
+    s.accepted_ballot = promised_;
+    send_ctrl(p, s);
+    return;
+  }
+  if (m.ballot == promised_) {
+    send_ctrl(p, make_state(m.epoch, m.ballot));  // a repeated Prepare
+    return;
   }
   if (round_.active && m.ballot > round_.ballot) round_.active = false;  // pre-empted
   promised_epoch_ = m.epoch;
@@ -199,6 +213,18 @@ void Engine::on_commit(Peer& p, const CommitMsg& m) {
 void Engine::on_state(Peer& p, const StateMsg& m) {
   p.epoch = std::max(p.epoch, m.view_epoch);
   if (!round_.active || m.epoch != round_.epoch || m.ballot != round_.ballot) return;
+  if (m.refused) {
+    max_ballot_n_ = std::max(max_ballot_n_, m.accepted_ballot.n);
+    std::string why = "node " + std::to_string(p.id) + " follows coordinator " +
+                      std::to_string(m.accepted_ballot.coord);
+    if (m.accepted_ballot.coord > cfg_.self && !round_.accepting) {
+      round_.active = false;
+      start_round(why + ": retrying with a higher ballot");
+    } else if (m.accepted_ballot.coord < cfg_.self) {
+      fail_round(why, false);
+    }
+    return;
+  }
   round_.states[p.slot] = m;
   round_.answered |= bit(p.slot);
 }
@@ -363,6 +389,10 @@ void Engine::advance_round() {
     v = best->value;  // Paxos: a value that may have been chosen is kept
   } else if (!compose_value(v, why)) {
     fail_round(why, true);
+    return;
+  } else if (!have_view_ && v.count < peers_.size() && now_ - start_us_ < cfg_.form_timeout_us) {
+    // The first view waits for every configured node (until form_timeout).
+    fail_round("waiting for every node to reach every other", false);
     return;
   } else {
     // A node we see but not everybody does: do not retry adding it at once.

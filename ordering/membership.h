@@ -77,6 +77,10 @@ struct StateMsg {
   uint64_t reach = 0;      // slots it is connected to and does not suspect (itself included)
   uint32_t has_accepted = 0;
   uint32_t has_view = 0;  // view_epoch == epoch: `value` is the installed view
+  // The Prepare was refused: `accepted_ballot` is the ballot promised
+  // instead (a coordinator with a lower id retries above it at once).
+  uint32_t refused = 0;
+  uint32_t pad = 0;
   Ballot accepted_ballot;
   ViewValue value;  // accepted (has_accepted) or installed (has_view) value
 };
