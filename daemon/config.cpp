@@ -220,11 +220,11 @@ bool check_membership(Checker& c, const toml::table& t, const Config& cfg) {
   if (cfg.suspect_timeout_ms < 2 * cfg.heartbeat_interval_ms) {
     const toml::node* at = t.get("suspect_timeout_ms");
     if (!at) at = t.get("heartbeat_interval_ms");
-    return c.fail(at->source(), "'membership.suspect_timeout_ms' = " +
-                                    std::to_string(cfg.suspect_timeout_ms) +
-                                    " must be at least twice 'membership.heartbeat_interval_ms' (" +
-                                    std::to_string(cfg.heartbeat_interval_ms) +
-                                    "): one lost heartbeat must not make a peer suspect");
+    return c.fail(at->source(),
+                  "'membership.suspect_timeout_ms' = " + std::to_string(cfg.suspect_timeout_ms) +
+                      " must be at least twice 'membership.heartbeat_interval_ms' (" +
+                      std::to_string(cfg.heartbeat_interval_ms) +
+                      "): one lost heartbeat must not make a peer suspect");
   }
   return true;
 }

@@ -22,8 +22,7 @@ const ViewMember* find(std::span<const ViewMember> v, uint32_t id) {
 
 }  // namespace
 
-bool parse_view(const std::byte* data, size_t len, std::vector<ViewMember>& out,
-                std::string& why) {
+bool parse_view(const std::byte* data, size_t len, std::vector<ViewMember>& out, std::string& why) {
   static_assert(sizeof(ViewMember) == 8);
   if (len == 0 || len % sizeof(ViewMember) != 0) {
     why = "a view of " + std::to_string(len) + " bytes (not a list of 8-byte members)";

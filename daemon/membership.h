@@ -34,8 +34,7 @@ inline constexpr uint32_t kJoinSyncRequest = 2;  // "announce your members again
 
 // The payload of a View delivery: ViewMember[n], ascending non-zero ids.
 // False + why when it is not that.
-bool parse_view(const std::byte* data, size_t len, std::vector<ViewMember>& out,
-                std::string& why);
+bool parse_view(const std::byte* data, size_t len, std::vector<ViewMember>& out, std::string& why);
 
 struct ViewDiff {
   // Nodes of the previous view whose processes leave with NODEDOWN: not in

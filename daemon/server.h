@@ -57,13 +57,13 @@ struct ServerCounters {
   uint64_t confchgs = 0, totem_confchgs = 0;
   // Membership (server_membership.cpp)
   uint64_t views_applied = 0;
-  uint64_t nodedown_members = 0;  // processes removed because their node left
-  uint64_t nodeup_members = 0;    // processes learned from sync announcements
+  uint64_t nodedown_members = 0;                       // processes removed because their node left
+  uint64_t nodeup_members = 0;                         // processes learned from sync announcements
   uint64_t sync_announcements = 0, sync_requests = 0;  // entries we sent
   uint64_t quorum_losses = 0;
-  uint64_t try_again_no_quorum = 0;      // joins/leaves refused while blocked
-  uint64_t leaves_before_sync = 0;       // leaves of members a sync had not told us yet
-  uint64_t data_from_non_members = 0;    // dropped: the sender is not (yet) a member here
+  uint64_t try_again_no_quorum = 0;    // joins/leaves refused while blocked
+  uint64_t leaves_before_sync = 0;     // leaves of members a sync had not told us yet
+  uint64_t data_from_non_members = 0;  // dropped: the sender is not (yet) a member here
   uint64_t unknown_group_entries = 0, bad_membership_entries = 0;
   uint64_t delivery_pauses = 0, ring_overflows = 0;
   uint64_t wakes = 0, sleeps = 0, rounds = 0;
@@ -230,6 +230,12 @@ class Server {
   // remote nodes when syncing_all_).
   std::vector<uint32_t> syncing_nodes_;
   bool syncing_all_ = false;
+  // Log positions restart at the cut when this node begins a new history
+  // (fresh view) and may go down. Clients track what they hold by position,
+  // so until delivery passes the highest position of the old history,
+  // deliveries are copied instead of handed out as log references.
+  uint64_t max_position_ = 0;
+  uint64_t ref_floor_ = 0;
   std::chrono::steady_clock::time_point started_;
   ServerCounters counters_;
   std::vector<std::byte> rx_buf_;

@@ -167,6 +167,9 @@ void Server::update_flow(Client& c) {
 // ---------------------------------------------------------------- deliveries
 
 void Server::on_delivery(const Delivery& d) {
+  if (d.kind == EntryKind::View && d.fresh && d.position < max_position_)
+    ref_floor_ = max_position_;
+  max_position_ = std::max(max_position_, d.position);
   switch (d.kind) {
     case EntryKind::Data:
       if (Group* g = groups_.route(d.sender, d.group)) {
@@ -216,7 +219,8 @@ void Server::after_write(Client& c) {
 void Server::deliver_data(const Delivery& d, Group& g) {
   bool whole = !(d.flags & ordering::kFragment) || (d.flags & ordering::kFragLast);
   if (whole) ++g.delivered_msgs;
-  bool by_ref = log_ro_fd_ >= 0 && d.data >= log_base_ && d.data + d.len <= log_base_ + log_size_;
+  bool by_ref = log_ro_fd_ >= 0 && d.data >= log_base_ && d.data + d.len <= log_base_ + log_size_ &&
+                d.release_to > ref_floor_;
   ipc::DeliverRecord r;
   r.nodeid = d.sender;
   r.pid = d.pid;

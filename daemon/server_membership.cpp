@@ -117,8 +117,8 @@ void Server::on_sync(const Delivery& d) {
 bool Server::send_sync() {
   bool did = false;
   if (sync_request_pending_) {
-    SendResult r = engine_->send(EntryKind::Join, ordering::Guarantee::Agreed, 0, 0, {},
-                                 kJoinSyncRequest);
+    SendResult r =
+        engine_->send(EntryKind::Join, ordering::Guarantee::Agreed, 0, 0, {}, kJoinSyncRequest);
     if (r != SendResult::Ok) return false;
     sync_request_pending_ = false;
     ++counters_.sync_requests;

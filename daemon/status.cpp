@@ -126,7 +126,9 @@ std::string Server::status_report(StatusWhat what, bool json) const {
   bool counters = all || what == StatusWhat::Counters;
   auto active_groups = groups_.active();
   const ordering::ViewState& v = engine_->view();
-  // A majority of the configured nodes (one of two with two_node).
+  // A majority of the configured nodes (one of two with two_node). `have`
+  // is the engine's current view; without a quorum, `why` says how many
+  // nodes this one reaches.
   size_t quorum_needed = cfg_.two_node && cfg_.nodes.size() == 2 ? 1 : cfg_.nodes.size() / 2 + 1;
   size_t quorum_have = v.members.size();
 
@@ -207,11 +209,11 @@ std::string Server::status_report(StatusWhat what, bool json) const {
                      engine_->all_connected() ? "all connected" : "not all connected");
     for (size_t i = 0; i < view_.size(); ++i) o += fmt::format("{}{}", i ? " " : "", view_[i].id);
     o += "}\n";
-    o += fmt::format("membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} in view{}{}\n",
-                     ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")",
-                     v.epoch, v.sequencer, quorum_needed, quorum_have,
-                     cfg_.two_node ? " (two_node)" : "",
-                     blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");
+    o += fmt::format(
+        "membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} in the view{}{}\n",
+        ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")", v.epoch, v.sequencer,
+        quorum_needed, quorum_have, cfg_.two_node ? " (two_node)" : "",
+        blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");
     o += "members (id/incarnation) {" + format_view(v.members) + "}\n\n";
   }
   if (groups) {

@@ -289,7 +289,7 @@ void Engine::handle_completions() {
         continue;
       }
       if (!p) continue;
-      if (c.op == Op::Recv || c.op == Op::RecvImm) p->last_heard_us = now_;
+      if (c.op == Op::Recv || c.op == Op::RecvImm) heard(*p);
       if (c.op == Op::Recv) {
         on_control(*p, c.data, c.len);
       } else if (c.op == Op::RecvImm) {
@@ -358,7 +358,13 @@ bool Engine::progress() {
   if (failed_) return false;
   uint64_t before = counters_.delivered_msgs + counters_.sequenced_entries +
                     counters_.inbound_batches + counters_.log_batches + counters_.views_installed;
+  uint64_t before_us = now_;
   now_ = clock_now();
+  // Time we did not run (descheduled, a stalled VM) is not silence of the
+  // peers: what they sent meanwhile may not even be processed yet.
+  uint64_t stall = now_ - before_us;
+  if (stall > 2 * uint64_t{cfg_.heartbeat_interval_us})
+    for (Peer& p : peers_) p.last_heard_us = std::min(now_, p.last_heard_us + stall);
   handle_events();
   handle_completions();
   if (failed_) return false;

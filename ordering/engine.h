@@ -60,7 +60,13 @@ struct EngineConfig {
   // Failure detection and membership (docs/FAILURES.md). Times in
   // microseconds of `clock`.
   uint32_t heartbeat_interval_us = 10'000;  // a heartbeat to every peer this often
-  uint32_t suspect_timeout_us = 60'000;     // silence after which a peer is suspected
+  uint32_t suspect_timeout_us = 60'000;     // silence after which a peer is suspected...
+  // ...unless silences that long were seen from it lately: the timeout
+  // adapts (3x the longest recent silence) up to this, so a loaded or
+  // emulated host's scheduling stalls are not taken for failures. A peer
+  // whose process dies is detected at once regardless (its connection
+  // breaks).
+  uint32_t suspect_timeout_max_us = 1'000'000;
   // The first view waits this long for every configured node, then forms
   // with a quorum; late nodes join through a view change.
   uint32_t form_timeout_us = 3'000'000;
@@ -182,6 +188,10 @@ class Engine {
   // Membership: the installed view and what the engine is doing about it.
   const ViewState& view() const { return view_; }
   bool quorate() const;
+  // Nodes a view needs (majority of the configured, or 1 with two_node),
+  // and how many we reach now (ourselves included).
+  size_t quorum_size() const { return quorum(); }
+  size_t reachable() const;
 
   // Multicasts `payload`. Messages up to max_fragment bytes are copied into
   // the staging ring at once. Larger ones are streamed in fragments by later
@@ -283,6 +293,8 @@ class Engine {
   uint64_t clock_now() const;
   void tick();
   void suspect(Peer& p, const std::string& why);
+  void heard(Peer& p);
+  uint64_t suspect_after(const Peer& p) const;
   void connect_peer(Peer& p);
   size_t quorum() const;
   uint64_t reach_mask() const;

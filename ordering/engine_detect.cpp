@@ -4,6 +4,7 @@
 // breaks, is suspected: we disconnect it (so it can no longer write into our
 // memory, and it notices) and the membership protocol takes over. The higher
 // node id re-connects; a peer that re-introduces itself is trusted again.
+#include <algorithm>
 #include <bit>
 #include <chrono>
 
@@ -31,6 +32,33 @@ uint64_t Engine::reach_mask() const {
   for (const Peer& p : peers_)
     if (p.self || (p.introduced && !p.suspected)) m |= uint64_t{1} << p.slot;
   return m;
+}
+
+namespace {
+constexpr uint64_t kGapWindowUs = 2'000'000;
+}
+
+void Engine::heard(Peer& p) {
+  // Only silences of an introduced peer count (not the time it was away).
+  uint64_t gap = p.introduced && !p.suspected ? now_ - p.last_heard_us : 0;
+  if (now_ - p.gap_window_at > kGapWindowUs) {
+    p.gap_prev = p.gap_cur;
+    p.gap_cur = 0;
+    p.gap_window_at = now_;
+  }
+  p.gap_cur = std::max(p.gap_cur, gap);
+  p.last_heard_us = now_;
+}
+
+uint64_t Engine::suspect_after(const Peer& p) const {
+  uint64_t adaptive = 3 * std::max(p.gap_cur, p.gap_prev);
+  uint64_t floor = cfg_.suspect_timeout_us;
+  return std::clamp<uint64_t>(adaptive, floor,
+                              std::max<uint64_t>(floor, cfg_.suspect_timeout_max_us));
+}
+
+size_t Engine::reachable() const {
+  return static_cast<size_t>(std::popcount(reach_mask()));
 }
 
 void Engine::connect_peer(Peer& p) {
@@ -68,7 +96,7 @@ void Engine::tick() {
   for (Peer& p : peers_) {
     if (p.self) continue;
     if (p.introduced && !p.suspected) {
-      if (now_ - p.last_heard_us > cfg_.suspect_timeout_us) {
+      if (now_ - p.last_heard_us > suspect_after(p)) {
         suspect(p, "silent for " + std::to_string((now_ - p.last_heard_us) / 1000) + " ms");
         continue;
       }

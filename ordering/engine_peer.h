@@ -39,6 +39,8 @@ struct Engine::Peer {
   uint32_t epoch = 0;        // newest view epoch we know it has
   bool suspected = false;    // until it reconnects and introduces itself again
   uint64_t last_heard_us = 0;
+  // longest silence from it in the current and the previous window
+  uint64_t gap_cur = 0, gap_prev = 0, gap_window_at = 0;
   uint64_t last_beat_us = 0;     // our last heartbeat to it
   uint64_t reconnect_at_us = 0;  // we connect to lower ids: next attempt
   bool in_view = false;          // member of the installed view (this incarnation)

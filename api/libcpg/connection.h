@@ -106,7 +106,7 @@ class Connection {
 
   // under send_mu
   RingProducer requests;
-  uint32_t sends_since_check = 0;
+  uint64_t last_alive_check_ns = 0;  // CLOCK_MONOTONIC_COARSE of the last socket poll
   // under zcb_mu
   uint64_t zcb_ticket = 0;
   ZcbPool pool;

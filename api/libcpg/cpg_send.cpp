@@ -1,6 +1,7 @@
 // Sending: cpg_mcast_joined (copy into the request ring, streamed in parts
 // when larger than one record) and the zero-copy buffer calls.
 #include <sys/uio.h>
+#include <time.h>
 
 #include <cstring>
 
@@ -47,10 +48,16 @@ void publish(Connection& c) {
 }
 
 // Amortised liveness check: the send path must not make a syscall per
-// message, yet a dead daemon must not go unnoticed for long.
-bool alive_every(Connection& c, uint32_t period) {
-  if (++c.sends_since_check < period) return !c.dead();
-  c.sends_since_check = 0;
+// message, yet a dead daemon must be noticed quickly (Corosync answers
+// CS_ERR_LIBRARY to the first send after its daemon died). The socket is
+// polled at most once per tick of the coarse clock (a vDSO read, no
+// syscall), so a sender learns of its daemon's death within milliseconds.
+bool alive_recently(Connection& c) {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  if (now == c.last_alive_check_ns) return !c.dead();
+  c.last_alive_check_ns = now;
   return c.check_alive();
 }
 
@@ -64,7 +71,7 @@ cs_error_t send_parts(Connection& c, cpg_guarantee_t guarantee, IovCursor& cur, 
     uint8_t* p = c.requests.reserve(ipc::RecordType::McastChunk, body);
     if (p == nullptr) {
       // Nothing queued yet: back-pressure is the caller's to handle.
-      if (sent == 0) return alive_every(c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
+      if (sent == 0) return alive_recently(c) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
       // Our own parts (and everything else) keep arriving while we stream:
       // take them off the event ring, or a single-threaded program that
       // sends a message larger than the rings would wait for itself.
@@ -89,8 +96,8 @@ cs_error_t send_copied(Connection& c, cpg_guarantee_t guarantee, IovCursor cur, 
   std::lock_guard lock(c.send_mu);
   if (total > max_record_payload(c)) return send_parts(c, guarantee, cur, total);
   uint8_t* p = c.requests.reserve(ipc::RecordType::Mcast, sizeof(ipc::McastRecord) + total);
-  if (p == nullptr) return alive_every(c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
-  if (!alive_every(c, 4096)) {
+  if (p == nullptr) return alive_recently(c) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
+  if (!alive_recently(c)) {
     c.requests.abandon();
     return CS_ERR_LIBRARY;
   }
@@ -178,7 +185,7 @@ RCPG_EXPORT cs_error_t cpg_zcb_mcast_joined(cpg_handle_t handle, cpg_guarantee_t
   {
     std::lock_guard lock(c->send_mu);
     uint8_t* p = c->requests.reserve(ipc::RecordType::ZcbMcast, sizeof(ipc::ZcbRecord));
-    if (p == nullptr) return alive_every(*c, 64) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
+    if (p == nullptr) return alive_recently(*c) ? CS_ERR_TRY_AGAIN : CS_ERR_LIBRARY;
     ticket = ++c->zcb_ticket;
     ipc::ZcbRecord rec{static_cast<uint32_t>(guarantee), 0, off, msg_len, ticket};
     std::memcpy(p, &rec, sizeof(rec));

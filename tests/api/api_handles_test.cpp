@@ -273,4 +273,68 @@ TEST(DaemonGone, EveryCallReturnsLibraryError) {
   ::setenv("RCPG_SOCKET", saved.c_str(), 1);
 }
 
+// kill -9 of the daemon: a thread blocked in cpg_dispatch returns, and a
+// sender that never dispatches is told too (within a tick of the coarse
+// clock: sends poll the socket at most that often); every call is then
+// CS_ERR_LIBRARY, as with Corosync. The daemon restarted on the same socket
+// (the node's next incarnation) serves new handles as if nothing happened.
+TEST(DaemonGone, KilledDaemonThenRestartedServesNewHandles) {
+  using namespace std::chrono_literals;
+  RcpgdProcess d;
+  std::string why;
+  ASSERT_TRUE(d.start(why)) << why;
+  std::string saved = shared_daemon().socket_path();
+  d.export_socket();
+  {
+    Client sender, waiter;
+    ASSERT_CS_OK(sender.join("k9"));
+    ASSERT_CS_OK(waiter.join("k9-wait"));  // one process: one handle per group
+    ASSERT_TRUE(sender.wait_events(1));
+    ASSERT_TRUE(waiter.wait_events(1));
+    ASSERT_CS_OK(sender.send("before"));
+    ASSERT_TRUE(sender.wait_events(2));
+    void* buf = nullptr;
+    ASSERT_CS_OK(cpg_zcb_alloc(sender.h, 8192, &buf));
+    std::memset(buf, 'k', 8192);
+    cs_error_t blocked = CS_OK;
+    std::thread t([&] { blocked = cpg_dispatch(waiter.h, CS_DISPATCH_BLOCKING); });
+    std::this_thread::sleep_for(50ms);
+    d.stop(true);  // SIGKILL
+    t.join();
+    EXPECT_EQ(blocked, CS_ERR_LIBRARY);
+    std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(sender.send("after"), CS_ERR_LIBRARY);  // no dispatch in between
+    EXPECT_EQ(sender.send("after"), CS_ERR_LIBRARY);
+    EXPECT_EQ(cpg_zcb_mcast_joined(sender.h, CPG_TYPE_AGREED, buf, 8192), CS_ERR_LIBRARY);
+    EXPECT_EQ(cpg_zcb_mcast_joined(sender.h, CPG_TYPE_AGREED, buf, 16), CS_ERR_LIBRARY);
+    EXPECT_EQ(cpg_dispatch(sender.h, CS_DISPATCH_ALL), CS_ERR_LIBRARY);
+    unsigned nodeid;
+    EXPECT_EQ(cpg_local_get(sender.h, &nodeid), CS_ERR_LIBRARY);
+    cpg_name g = group_name("k9");
+    EXPECT_EQ(cpg_leave(sender.h, &g), CS_ERR_LIBRARY);
+    EXPECT_CS_OK(cpg_zcb_free(sender.h, buf));  // local: the pool stays mapped
+    EXPECT_EQ(cpg_finalize(sender.h), CS_ERR_LIBRARY);
+    EXPECT_EQ(cpg_finalize(waiter.h), CS_ERR_LIBRARY);
+    sender.forget();
+    waiter.forget();
+    cpg_handle_t none;
+    EXPECT_EQ(cpg_initialize(&none, nullptr), CS_ERR_LIBRARY);  // nobody serves the socket
+
+    ASSERT_TRUE(d.restart(why)) << why;
+    Client again;
+    ASSERT_CS_OK(again.init_status);
+    ASSERT_CS_OK(again.join("k9"));
+    ASSERT_TRUE(again.wait_events(1));
+    ASSERT_EQ(again.rec.events[0].kind, Event::Confchg);
+    // The restarted daemon knows nothing of the old handles.
+    EXPECT_EQ(again.rec.events[0].members.size(), 1u);
+    ASSERT_CS_OK(again.send("again"));
+    ASSERT_TRUE(again.wait_events(2));
+    EXPECT_EQ(again.rec.events[1].data, "again");
+    EXPECT_CS_OK(cpg_local_get(again.h, &nodeid));
+    EXPECT_EQ(nodeid, 1u);
+  }
+  ::setenv("RCPG_SOCKET", saved.c_str(), 1);
+}
+
 }  // namespace

@@ -266,4 +266,27 @@ TEST(Reassembly, InterleavedSendersAndErrors) {
   EXPECT_EQ(r.in_progress(), 0u);
 }
 
+// A node that leaves the view mid-message (killed, cut off): the unfinished
+// messages of all its senders go, those of other nodes stay; a restarted
+// process of the same (node, pid) then starts cleanly.
+TEST(Reassembly, NodeOutsideTheNewViewLosesItsUnfinishedMessages) {
+  Reassembly r;
+  const char* a = "abcdefgh";
+  EXPECT_EQ(r.add(1, 10, ipc::kChunkFirst, 8, a, 2), PartResult::Pending);
+  EXPECT_EQ(r.add(2, 20, ipc::kChunkFirst, 8, a, 2), PartResult::Pending);
+  EXPECT_EQ(r.add(2, 21, ipc::kChunkFirst, 8, a, 2), PartResult::Pending);
+  EXPECT_EQ(r.add(3, 30, ipc::kChunkFirst, 8, a, 2), PartResult::Pending);
+  const uint32_t view[] = {3, 1};
+  r.forget_nodes_except(view, 2);
+  EXPECT_EQ(r.in_progress(), 2u);
+  EXPECT_EQ(r.add(2, 20, ipc::kChunkFirst, 8, a, 8 - 6), PartResult::Pending);  // no stale buffer
+  EXPECT_EQ(r.add(2, 20, ipc::kChunkLast, 8, a + 2, 6), PartResult::Complete);
+  r.release_complete();
+  EXPECT_EQ(r.add(1, 10, ipc::kChunkLast, 8, a + 2, 6), PartResult::Complete);
+  EXPECT_EQ(std::string(static_cast<char*>(r.message()), r.message_bytes()), "abcdefgh");
+  r.release_complete();
+  r.forget_nodes_except(nullptr, 0);  // a view without any of them
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
 }  // namespace

@@ -73,12 +73,24 @@ bool RcpgdProcess::start(std::string& why) {
         << "[ipc]\nsocket = \"" << socket_ << "\"\n\n"
         << "[[nodes]]\nnodeid = 1\naddress = \"" << dir_ << "/node1.sock\"\n";
   }
+  return launch(why);
+}
+
+bool RcpgdProcess::restart(std::string& why) {
+  if (pid_ > 0) {
+    why = "the daemon is still running";
+    return false;
+  }
+  return launch(why);
+}
+
+bool RcpgdProcess::launch(std::string& why) {
   std::string bin = rcpgd_binary();
   std::string cfg = dir_ + "/rcpg.toml";
   std::string log = dir_ + "/rcpgd.log";
   pid_ = ::fork();
   if (pid_ == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);

@@ -20,6 +20,9 @@ class RcpgdProcess {
   bool start(std::string& why);
   // SIGTERM (or SIGKILL), then reap.
   void stop(bool kill = false);
+  // Starts the stopped daemon again with the same configuration and socket
+  // (a new incarnation of the same node) and waits until it serves.
+  bool restart(std::string& why);
   bool running() const { return pid_ > 0; }
 
   const std::string& socket_path() const { return socket_; }
@@ -28,6 +31,8 @@ class RcpgdProcess {
   void export_socket() const;
 
  private:
+  bool launch(std::string& why);
+
   std::string dir_, socket_;
   pid_t pid_ = -1;
 };

@@ -90,10 +90,10 @@ enum class Order : uint8_t {
 struct Event {
   enum class Type : uint8_t { View, Fresh, Deliver, Send, Kill };
   Type type = Type::Deliver;
-  Order order = Order::Total;  // Deliver
-  uint32_t line = 0;           // line in the source (in memory: in what write() prints)
-  uint64_t number = 0;         // View: view number; Deliver/Send: seq
-  std::string origin;          // Deliver/Send
+  Order order = Order::Total;        // Deliver
+  uint32_t line = 0;                 // line in the source (in memory: in what write() prints)
+  uint64_t number = 0;               // View: view number; Deliver/Send: seq
+  std::string origin;                // Deliver/Send
   std::vector<std::string> members;  // View
 };
 
@@ -125,9 +125,9 @@ bool parse_history(std::istream& in, const std::string& source, History& out, st
 bool read_history_file(const std::string& path, History& out, std::string& error);
 
 struct CheckOptions {
-  bool whole_views = false;   // fresh segments start at the view's beginning too
-  bool quiesced_end = false;  // complete histories ended with nothing in flight
-  size_t max_violations = 20; // stop collecting after this many
+  bool whole_views = false;    // fresh segments start at the view's beginning too
+  bool quiesced_end = false;   // complete histories ended with nothing in flight
+  size_t max_violations = 20;  // stop collecting after this many
 };
 
 struct CheckStats {
@@ -135,7 +135,7 @@ struct CheckStats {
 };
 
 struct CheckResult {
-  std::string input_error;             // set: the input itself is unusable (duplicate names)
+  std::string input_error;              // set: the input itself is unusable (duplicate names)
   std::vector<std::string> violations;  // "(x) ..." one per violation
   CheckStats stats;
   bool ok() const { return input_error.empty() && violations.empty(); }

@@ -177,10 +177,12 @@ INSTANTIATE_TEST_SUITE_P(
             "39: 'membership.form_timeout_ms' = -1 is out of range"},
         Bad{good_with("two_node = true", "two_node = \"yes\""),
             "40: 'membership.two_node' must be true or false"},
-        Bad{good_with("[[nodes]]\nnodeid = 2", "[[nodes]]\nnodeid = 3\naddress = \"/n3\"\n"
-                                                 "[[nodes]]\nnodeid = 2"),
+        Bad{good_with("[[nodes]]\nnodeid = 2",
+                      "[[nodes]]\nnodeid = 3\naddress = \"/n3\"\n"
+                      "[[nodes]]\nnodeid = 2"),
             "43: 'membership.two_node' = true needs exactly 2 [[nodes]] (there are 3)"},
-        Bad{"membership = 1\n[cluster]\nkey_file = \"/k\"\n[[nodes]]\nnodeid = 1\naddress = \"a\"\n",
+        Bad{"membership = 1\n[cluster]\nkey_file = \"/k\"\n[[nodes]]\nnodeid = 1\naddress = "
+            "\"a\"\n",
             "1: 'membership' must be a table"}));
 
 TEST(Config, SizesWithUnits) {

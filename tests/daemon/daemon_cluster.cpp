@@ -104,8 +104,9 @@ bool DaemonCluster::start(std::string& why) {
   // Connected is not enough: clients may join once the first view is in.
   std::vector<int> all;
   for (int n = 1; n <= nodes_; ++n) all.push_back(n);
-  return wait_view(all, why, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::max(deadline - Clock::now(), Clock::duration{0})));
+  return wait_view(all, why,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::max(deadline - Clock::now(), Clock::duration{0})));
 }
 
 pid_t DaemonCluster::launch(int node, bool append_log) {

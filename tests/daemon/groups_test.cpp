@@ -102,6 +102,51 @@ TEST(GroupTable, EmptyAndMaximalNames) {
   EXPECT_EQ(g.t.find(m)->name.size(), 128u);
 }
 
+TEST(GroupTable, DropNodesOneConfchgPerGroupAndForgetsIndexes) {
+  Table g;
+  g.join(1, 1, 10, "a");
+  g.join(2, 1, 20, "a");
+  g.join(2, 1, 21, "a");
+  g.join(3, 1, 30, "a");
+  g.join(2, 2, 22, "b");
+  g.join(1, 2, 11, "c");
+  auto out = g.t.drop_nodes([](uint32_t n) { return n == 2 || n == 3; });
+  ASSERT_EQ(out.size(), 2u);  // "c" lost nobody
+  EXPECT_EQ(out[0].group->name, "a");
+  EXPECT_EQ(format_confchg(out[0]),
+            "members[1]={(1,10,UNDEFINED)} left[3]={(2,20,NODEDOWN),(2,21,NODEDOWN),"
+            "(3,30,NODEDOWN)} joined[0]={}");
+  EXPECT_EQ(format_confchg(out[1]), "members[0]={} left[1]={(2,22,NODEDOWN)} joined[0]={}");
+  EXPECT_EQ(g.t.route(2, 1), nullptr);
+  EXPECT_EQ(g.t.route(3, 1), nullptr);
+  EXPECT_NE(g.t.route(1, 1), nullptr);
+  // A restarted node 2 binds its indexes afresh.
+  EXPECT_EQ(g.join(2, 1, 40, "c"),
+            "members[2]={(1,11,UNDEFINED),(2,40,UNDEFINED)} left[0]={} joined[1]={(2,40,JOIN)}");
+  EXPECT_TRUE(g.t.drop_nodes([](uint32_t n) { return n == 9; }).empty());
+}
+
+TEST(GroupTable, SyncAddsOnlyUnknownMembersWithNodeup) {
+  Table g;
+  g.join(2, 4, 20, "a");
+  Confchg c;
+  std::string why;
+  std::vector<uint32_t> pids = {22, 20, 21};
+  ASSERT_TRUE(g.t.apply_sync(2, 4, "a", pids, c, why)) << why;
+  EXPECT_EQ(format_confchg(c),
+            "members[3]={(2,20,UNDEFINED),(2,21,UNDEFINED),(2,22,UNDEFINED)} left[0]={} "
+            "joined[2]={(2,21,NODEUP),(2,22,NODEUP)}");
+  ASSERT_TRUE(g.t.apply_sync(2, 4, "a", pids, c, why)) << why;
+  EXPECT_TRUE(c.empty());  // all known: no confchg
+  EXPECT_TRUE(g.t.find("a")->has(2, 21));
+  EXPECT_FALSE(g.t.find("a")->has(1, 21));
+  EXPECT_FALSE(g.t.apply_sync(2, 4, "other", pids, c, why));  // index bound to "a"
+  EXPECT_FALSE(g.t.apply_sync(2, 5, std::string(129, 'x'), pids, c, why));
+  // The announcement binds the index: the node's Data routes.
+  ASSERT_TRUE(g.t.apply_sync(3, 1, "b", std::vector<uint32_t>{30}, c, why)) << why;
+  EXPECT_EQ(g.t.route(3, 1), g.t.find("b"));
+}
+
 // ---------------------------------------------------------------- local rules
 
 TEST(LocalRules, OneGroupPerHandleForLife) {

@@ -232,6 +232,8 @@ std::byte* IpcTestClient::reserve(ipc::RecordType type, uint32_t body,
       req_pending_ += need;
       return base + off + sizeof(h);
     }
+    pollfd pf{fd_, 0, 0};  // a daemon that died frees no space
+    if (::poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR))) gone_ = true;
     if (gone_ || Clock::now() > deadline) return nullptr;
     publish();  // make sure the daemon sees what is waiting
     pump();     // like an application dispatching on TRY_AGAIN

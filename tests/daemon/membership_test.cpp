@@ -159,9 +159,9 @@ struct Daemon {
   void view_change(const V& next, bool fresh) {
     ViewDiff d = diff_views(view, next, fresh, self);
     auto gone = [&](uint32_t n) {
-      return d.drop_all_remote ? n != self
-                               : std::find(d.departed.begin(), d.departed.end(), n) !=
-                                     d.departed.end();
+      return d.drop_all_remote
+                 ? n != self
+                 : std::find(d.departed.begin(), d.departed.end(), n) != d.departed.end();
     };
     for (const Confchg& c : t.drop_nodes(gone)) record(c);
     view = next;
@@ -214,11 +214,10 @@ TEST(ViewsAndGroups, NodeDownRestartAndCutOffGiveIdenticalConfchgs) {
   }
   EXPECT_TRUE(d[0].seen.empty());  // knew them all
   EXPECT_TRUE(d[1].seen.empty());
-  EXPECT_EQ(d[2].seen,
-            (std::vector<std::string>{
-                "g members[1]={(1,100,UNDEFINED)} left[0]={} joined[1]={(1,100,NODEUP)}",
-                "g members[2]={(1,100,UNDEFINED),(2,200,UNDEFINED)} left[0]={} "
-                "joined[1]={(2,200,NODEUP)}"}));
+  EXPECT_EQ(d[2].seen, (std::vector<std::string>{
+                           "g members[1]={(1,100,UNDEFINED)} left[0]={} joined[1]={(1,100,NODEUP)}",
+                           "g members[2]={(1,100,UNDEFINED),(2,200,UNDEFINED)} left[0]={} "
+                           "joined[1]={(2,200,NODEUP)}"}));
   for (Daemon& x : d) {
     x.seen.clear();
     x.join(3, 1, 302, "h");
@@ -235,7 +234,7 @@ TEST(ViewsAndGroups, NodeDownRestartAndCutOffGiveIdenticalConfchgs) {
     x.sync(3, 1, "h", {302});
   }
   EXPECT_EQ(d[0].seen, (std::vector<std::string>{"h members[1]={(3,302,UNDEFINED)} left[0]={} "
-                                                  "joined[1]={(3,302,NODEUP)}"}));
+                                                 "joined[1]={(3,302,NODEUP)}"}));
   EXPECT_EQ(d[1].seen, d[0].seen);
   EXPECT_EQ(d[2].seen,
             (std::vector<std::string>{

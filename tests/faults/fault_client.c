@@ -8,11 +8,15 @@
  * history file:
  *
  *   H <name>                first line
- *   V <view> <m1> <m2> ...  totem confchg: ring id seq, member node ids
+ *   V <view> <m1> <m2> ...  totem confchg: ring id seq, member node ids (from
+ *                           the one at the client's own join on)
  *   F                       the next V starts a fresh history: this node
  *                           was cut off and is back (see below), or the
  *                           client reconnected to a restarted daemon
- *   M <origin> <seq> [u]    delivered message; " u" for UNORDERED/FIFO
+ *   M <origin> <seq> [u|f]  delivered message; " u" for UNORDERED, " f" for
+ *                           FIFO (outside the total order: either may overtake
+ *                           a SAFE message that waits for stability; FIFO
+ *                           keeps its sender's order)
  *   S <origin> <seq>        own send accepted by cpg_mcast_joined
  *
  * origin is "n<nodeid>:<pid>" of the sender, taken from the payload (and
@@ -32,13 +36,14 @@
  *
  * Fresh histories. CPG does not say "your node was cut off", but rcpgd shows
  * it the way Corosync's minority side does: every remote member leaves with
- * NODEDOWN in one confchg (on losing the quorum, or at the view that takes
- * the node back), with no view in between that removed their nodes. So when
- * a confchg drops every remote member with NODEDOWN and the next totem view
- * still (or again) contains one of those nodes, the client writes F before
- * that V. (A normal failure removes only the failed nodes' members, and its
- * view lacks them.) Only when a single remote node had members does this
- * mistake that node's restart for a cut.
+ * NODEDOWN in one confchg (when the node loses the quorum, or at the view
+ * that takes it back), and they come back with NODEUP. So after a confchg
+ * that leaves no remote member, all gone with NODEDOWN, the client writes F
+ * before the next V. Where that was not a cut (every other node that had
+ * members failed, or the quorum was lost and regained without a new view)
+ * the F only makes the checker more lenient with this history; with members
+ * on at least two other nodes and a majority quorum (the fault runs) a
+ * failure that leaves a node in the view cannot drop all remote members.
  *
  * Stopping: SIGTERM/SIGINT (or --duration / --count) stops sending; the
  * client then waits up to --drain seconds until its own messages came back,
@@ -88,6 +93,7 @@ struct opts {
   uint64_t count;  /* messages; 0 = unlimited */
   double drain_s;
   double reconnect_s; /* 0 = no reconnect */
+  uint64_t window;    /* own messages sent but not yet delivered back; 0 = no limit */
 };
 
 struct client {
@@ -105,13 +111,13 @@ struct client {
    * reconnect only this connection's messages can still come back. */
   uint64_t sent_base, own_base;
   uint64_t views;
-  /* for M1/S1 lines */
+  /* the last view (M1/S1 lines, repeated views) */
   uint64_t view_seq;
+  char view_list[4096];
   int first_delivery_pending, first_send_pending;
-  /* Nodes whose members all left with NODEDOWN in one confchg that dropped
-   * every remote member, since the last totem view (see "Fresh histories"). */
-  uint32_t cut_nodes[64];
-  size_t n_cut;
+  /* Since the last totem view a confchg left no remote member, all gone
+   * with NODEDOWN (see "Fresh histories"). */
+  int cut;
   /* set when our own leave confchg arrived */
   int left;
   int joined;
@@ -241,8 +247,8 @@ static void on_deliver(cpg_handle_t handle, const struct cpg_name* group, uint32
   }
   snprintf(origin, sizeof(origin), "n%u:%u", on, op);
   int g_int = letter_guarantee(g);
-  int weak = g_int == CPG_TYPE_UNORDERED || g_int == CPG_TYPE_FIFO;
-  history_linef(&c->hist, "M %s %" PRIu64 "%s\n", origin, seq, weak ? " u" : "");
+  const char* mark = g_int == CPG_TYPE_UNORDERED ? " u" : g_int == CPG_TYPE_FIFO ? " f" : "";
+  history_linef(&c->hist, "M %s %" PRIu64 "%s\n", origin, seq, mark);
   c->delivered++;
   if (on == c->nodeid && op == c->pid) c->own_delivered++;
   if (c->first_delivery_pending) {
@@ -302,12 +308,8 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name* group,
   }
   for (size_t i = 0; i < n_members; i++) remote_remaining |= members[i].nodeid != c->nodeid;
   if (remote_nodedown > 0 && !remote_left_otherwise && !remote_remaining) {
-    for (size_t i = 0; i < n_left; i++) {
-      int known = 0;
-      for (size_t k = 0; k < c->n_cut; k++) known |= c->cut_nodes[k] == left[i].nodeid;
-      if (!known && left[i].nodeid != c->nodeid && c->n_cut < sizeof(c->cut_nodes) / 4)
-        c->cut_nodes[c->n_cut++] = left[i].nodeid;
-    }
+    c->cut = 1;
+    stamp(c, "cut");
   }
   for (size_t i = 0; i < n_joined; i++)
     if (joined[i].nodeid == c->nodeid && joined[i].pid == c->pid) c->joined = 1;
@@ -320,12 +322,26 @@ static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t n
   char list[4096];
   size_t used = 0;
   list[0] = 0;
-  int fresh = 0;
-  for (uint32_t i = 0; i < n && used + 16 < sizeof(list); i++) {
+  int fresh = c->cut;
+  c->cut = 0;
+  for (uint32_t i = 0; i < n && used + 16 < sizeof(list); i++)
     used += (size_t)snprintf(list + used, sizeof(list) - used, " %u", members[i]);
-    for (size_t k = 0; k < c->n_cut; k++) fresh |= c->cut_nodes[k] == members[i];
+  /* A connected client gets totem confchgs before it is a member of the
+   * group; its history starts at its join, with the view the daemon gives
+   * it then (CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF). A V written earlier
+   * would claim the client saw that view from its beginning. */
+  if (!c->joined) {
+    stamp(c, "Vpre %" PRIu64 "%s", ring_id.seq, list);
+    return;
   }
-  c->n_cut = 0;
+  /* The view at join (CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF) repeats the
+   * ring a client connected before joining was already told about, as on
+   * Corosync: the same view once more is no event. */
+  if (!fresh && c->views > 0 && ring_id.seq == c->view_seq && strcmp(list, c->view_list) == 0) {
+    stamp(c, "Vsame %" PRIu64, ring_id.seq);
+    return;
+  }
+  snprintf(c->view_list, sizeof(c->view_list), "%s", list);
   if (fresh) {
     history_linef(&c->hist, "F\n");
     stamp(c, "fresh");
@@ -426,6 +442,8 @@ static void usage(void) {
       "  --guarantee G      agreed|safe|fifo|unordered|mix (default mix)\n"
       "  --duration S       stop sending after S seconds (default: at SIGTERM/SIGINT)\n"
       "  --count N          stop sending after N messages\n"
+      "  --window N         at most N own messages sent and not yet delivered back\n"
+      "                     (default 0: no limit; bounds the backlog at --rate 0)\n"
       "  --drain S          after stopping, wait up to S s for own messages (default 10)\n"
       "  --reconnect S      when the daemon goes away, keep reconnecting for up to S s and\n"
       "                     start a fresh history (F); default: exit 3\n"
@@ -454,6 +472,7 @@ static void parse_opts(int argc, char** argv, struct opts* o) {
       {"count", required_argument, 0, 'c'},
       {"drain", required_argument, 0, 'D'},
       {"reconnect", required_argument, 0, 'R'},
+      {"window", required_argument, 0, 'w'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0},
   };
@@ -491,6 +510,9 @@ static void parse_opts(int argc, char** argv, struct opts* o) {
         break;
       case 'R':
         o->reconnect_s = parse_num("--reconnect", optarg, 0, 3600);
+        break;
+      case 'w':
+        o->window = (uint64_t)parse_num("--window", optarg, 0, 1e9);
         break;
       case 'G':
         if (!strcmp(optarg, "mix"))
@@ -542,6 +564,10 @@ static cs_error_t send_due(struct client* c, uint64_t* start_ns, uint64_t now, i
   if (o->count && due > o->count) due = o->count;
   *blocked = 0;
   while (c->sent < due && !g_stop) {
+    if (o->window && (c->sent - c->sent_base) - (c->own_delivered - c->own_base) >= o->window) {
+      *blocked = 1; /* wait for our own deliveries */
+      return CS_OK;
+    }
     uint64_t seq = c->next_seq;
     int g = guarantee_for(o, seq);
     struct iovec iov = {.iov_base = buf, .iov_len = make_payload(c, seq, g, buf)};

@@ -9,7 +9,9 @@
 //  * total order: every node's delivered sequence of entries (kind, sender,
 //    sseq, gseq, log position) - View, Join, Leave and Data alike - is a prefix
 //    of the longest one; gseq and position strictly increase at every node;
-//  * the first entry is the View (sequencer = lowest id, all configured nodes);
+//  * the first entry is the View (sequencer = lowest id, all configured nodes,
+//    epoch 1, fresh); no engine ever suspects a peer or installs another view
+//    (the engines run on a virtual clock advanced per action);
 //  * FIFO, no duplicate, no gap: the k-th non-UNORDERED message a node
 //    delivers from sender S is S's k-th accepted non-UNORDERED one (UNORDERED
 //    data: exactly once), identified by the sseq of its last fragment, its kind, guarantee, group,
@@ -20,7 +22,8 @@
 //  * no overrun: sequencer log tail - any node's delivered position <= log
 //    size; a sender's staged bytes - the bytes the sequencer consumed from its
 //    inbound ring <= inbound size; delivered <= received <= log tail;
-//  * the engines never fail or log anything (no faults are injected here);
+//  * the engines never fail or log anything but the first view's install (no
+//    faults are injected here);
 //  * no loss (at quiesce, at the end and now and then mid-run): every accepted
 //    message is delivered exactly once at every node, and every node has
 //    consumed the whole log;
@@ -86,6 +89,8 @@ struct ClusterOptions {
   uint32_t reply_max_len = 0;  // 0: up to 3 * max_fragment (fragmented replies too)
   // Check payloads over 64 KiB on a sample of words only (long tests).
   bool sampled_payload_check = false;
+  // Virtual microseconds the engines' clock advances per action.
+  uint64_t clock_step_us = 10;
   bool trace = false;   // print every action and delivery to stderr
   bool record = false;  // keep every delivery (Delivered) per node
 };
@@ -199,6 +204,7 @@ class SimCluster {
   uint64_t send_ok_ = 0, send_try_again_ = 0, send_not_ready_ = 0;
   uint64_t deliveries_ = 0, safe_deliveries_ = 0, large_msgs_ = 0, replies_ = 0;
   bool in_progress_ = false;
+  uint64_t now_us_ = 1'000'000;  // the engines' virtual clock
 };
 
 // --- the seeded random workload -------------------------------------------
@@ -218,5 +224,35 @@ SeedResult run_random_seed(uint64_t seed, bool trace = false, double scale = 1.0
 
 // splitmix64: seeds the derived generators.
 uint64_t mix64(uint64_t x);
+
+// The seeded choices of a random run.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : g_(seed) {}
+  uint64_t between(uint64_t lo, uint64_t hi) {  // inclusive
+    return std::uniform_int_distribution<uint64_t>(lo, hi)(g_);
+  }
+  double unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(g_); }
+  bool chance(double p) { return unit() < p; }
+  // An index drawn with the given weights (not all zero).
+  size_t weighted(const std::vector<uint32_t>& w) {
+    uint64_t total = 0;
+    for (uint32_t x : w) total += x;
+    uint64_t r = between(0, total - 1);
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (r < w[i]) return i;
+      r -= w[i];
+    }
+    return w.size() - 1;
+  }
+
+ private:
+  std::mt19937_64 g_;
+};
+
+// Names for traces and messages.
+const char* kind_name(EntryKind k);
+const char* guarantee_name(Guarantee g);
+const char* result_name(SendResult r);
 
 }  // namespace rcpg::ordering::sim
