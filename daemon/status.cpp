@@ -126,11 +126,10 @@ std::string Server::status_report(StatusWhat what, bool json) const {
   bool counters = all || what == StatusWhat::Counters;
   auto active_groups = groups_.active();
   const ordering::ViewState& v = engine_->view();
-  // A majority of the configured nodes (one of two with two_node). `have`
-  // is the engine's current view; without a quorum, `why` says how many
-  // nodes this one reaches.
-  size_t quorum_needed = cfg_.two_node && cfg_.nodes.size() == 2 ? 1 : cfg_.nodes.size() / 2 + 1;
-  size_t quorum_have = v.members.size();
+  // A majority of the configured nodes (one of two with two_node); `have`
+  // is how many this node reaches now (itself included).
+  size_t quorum_needed = engine_->quorum_size();
+  size_t quorum_have = engine_->reachable();
 
   if (json) {
     std::string o = "{";
@@ -210,7 +209,7 @@ std::string Server::status_report(StatusWhat what, bool json) const {
     for (size_t i = 0; i < view_.size(); ++i) o += fmt::format("{}{}", i ? " " : "", view_[i].id);
     o += "}\n";
     o += fmt::format(
-        "membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} in the view{}{}\n",
+        "membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} reachable{}{}\n",
         ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")", v.epoch, v.sequencer,
         quorum_needed, quorum_have, cfg_.two_node ? " (two_node)" : "",
         blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");

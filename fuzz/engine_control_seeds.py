@@ -69,13 +69,14 @@ def ballot(sel, extra=0, coord=0):
 
 
 def plausible_value(nodes, cut_delta=0, gseq_minus_1=1, continuing=1, seq_idx=0, holder_idx=0,
-                    mask=0xFF):
-    """make_value() mode 0: configured members with real incarnations, the
-    cut at the recipient's received position + 8 * cut_delta."""
-    b = u8(0) + u16(cut_delta) + u8(gseq_minus_1) + u8(mask)
+                    mask=0xFF, unaligned=False):
+    """make_value() mode 0 (2: unaligned): configured members with real
+    incarnations, continuing from the recipient's view, the cut at the
+    recipient's received position + 8 * cut_delta (+ cut_delta if unaligned)."""
+    b = u8(2 if unaligned else 0) + u16(cut_delta) + u8(gseq_minus_1) + u8(mask)
     count = bin(mask & ((1 << nodes) - 1)).count("1") or nodes
     for _ in range(count):
-        b += u8(continuing) + u16(0) + u16(0)
+        b += u8(continuing) + u16(0) + u16(0) + u8(0)  # received = consumed = cut, no sseq_hwm
     return b + u8(seq_idx) + u8(holder_idx)
 
 
@@ -87,7 +88,7 @@ def other_coord(slot_pick):
 def spoil(kind, pick=0):
     """spoil(): the way a strict-mode value is made invalid."""
     extra = {1: u8(pick), 3: b"", 4: u8(pick) + u8(pick), 5: u8(pick) + u8(pick),
-             6: u8(pick) + u8(pick), 7: u8(pick), 8: u8(pick)}
+             6: u8(pick) + u8(pick), 7: u8(pick), 8: u8(pick), 11: u8(pick), 12: u8(pick)}
     return u8(kind) + extra.get(kind, b"")
 
 
@@ -130,7 +131,7 @@ def seeds(nodes=3):
     s += typed(0, u8(PROPOSE) + epoch(E_NEXT) + ballot(B_OURS_HIGHER, 1) + plausible_value(nodes)
                + u8(0) + spoil(9))
     s += typed(1, u8(ACCEPTED) + epoch(E_NEXT) + ballot(B_OURS_HIGHER, 1))
-    for kind in (0, 2, 4, 6, 7, 8, 9, 10):
+    for kind in (0, 2, 4, 6, 7, 8, 9, 10, 11, 12):
         s += typed(kind % 2, u8(COMMIT) + epoch(E_NEXT) + plausible_value(nodes) + spoil(kind, 1))
     s += typed(0, u8(HELLO) + u8(2)) + typed(1, u8(HELLO) + u8(3) + u16(10))
     s += rounds(8) + send(1, 3, 5)
@@ -184,6 +185,7 @@ def seeds(nodes=3):
     s += u64(7)                      # next_gseq
     s += u8(0)                       # reach as it is
     s += u8(1) + u8(0)               # has_view, not has_accepted
+    s += u8(1) + u8(1) + u8(0xFF)    # reliable, not refused, no sseq_hwm lie
     s += ballot(B_THEIRS) + plausible_value(nodes)
     s += rounds(8)
     out["anything-cut-ahead-lying-state"] = s
@@ -196,6 +198,30 @@ def seeds(nodes=3):
     s += typed(1, u8(HELLO) + u8(4) + u8(0) + u8(0))
     s += rounds(8)
     out["anything-hello-variants"] = s
+
+    # Regression (fixed): a Commit whose cut is not a multiple of 8 was
+    # installed, and every record header after it read misaligned.
+    s = header(9, ANYTHING | hostile_slot(2)) + rounds(2)
+    s += typed(0, u8(COMMIT) + epoch(E_NEXT) + plausible_value(nodes, 135, 1, unaligned=True))
+    s += rounds(4)
+    out["regression-engine_control-unaligned-cut"] = s
+
+    # A hostile holder: node 2 continues into a view whose cut lies past
+    # its log and fetches the difference from node 3, whose mirror holds a
+    # Data record up to 48 bytes before the ring's end and there a View
+    # record whose payload runs past the end.
+    log = 16384
+    data_len = log - 48 - 64 - 40
+    data = struct.pack("<QQIIIIBBHI", 2, 1, data_len, 1, 0, 0, 1, 2, 0, 0)
+    view = struct.pack("<QQIIIIBBHI", 3, 0, 64, 1, 0, 0, 4, 2, 0, 2)
+    cut = 64 + (40 + data_len) + 40 + 64
+    s = header(10, ANYTHING | hostile_slot(2)) + rounds(2)
+    s += u8(OWN_LOG) + u16(64) + u16(len(data)) + data
+    s += u8(OWN_LOG) + u16(log - 48) + u16(len(view)) + view
+    s += typed(1, u8(COMMIT) + epoch(E_NEXT)
+               + plausible_value(nodes, (cut - 64) // 8, 2, 1, 0, 2))
+    s += rounds(8)
+    out["regression-engine_control-scan-log-view-past-ring-end"] = s
     return out
 
 

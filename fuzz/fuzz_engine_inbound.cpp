@@ -102,6 +102,7 @@ class Cluster {
       h->engine = std::make_unique<Engine>(
           *h->ep, cfg, [this, raw](const Delivery& d) { on_delivery(*raw, d); },
           [raw](const std::string& line) {
+            if (trace()) std::fprintf(stderr, "  node %u: %s\n", raw->id, line.c_str());
             if (line.rfind("engine stopped", 0) == 0) raw->stopped = line;
           });
       honest_.push_back(std::move(h));
@@ -151,9 +152,8 @@ class Cluster {
 
  private:
   bool formed() const {
-    return std::all_of(honest_.begin(), honest_.end(), [](auto& h) {
-      return h->engine->view().state == Membership::Normal;
-    });
+    return std::all_of(honest_.begin(), honest_.end(),
+                       [](auto& h) { return h->engine->view().state == Membership::Normal; });
   }
 
   void round() {
@@ -223,7 +223,8 @@ class Cluster {
                d.kind == EntryKind::Leave || d.kind == EntryKind::View);
     FUZZ_CHECK(static_cast<uint8_t>(d.guarantee) <= 3);
     FUZZ_CHECK(d.sender >= 1 && d.sender <= 3);
-    if (d.kind == EntryKind::View) FUZZ_CHECK(d.sender == 1);
+    // Views come from the sequencer (node 1, or node 3 once node 1 stopped).
+    if (d.kind == EntryKind::View) FUZZ_CHECK(d.sender == h.engine->view().sequencer);
     if (!d.early) {
       FUZZ_CHECK(d.gseq > h.last_gseq);
       h.last_gseq = d.gseq;

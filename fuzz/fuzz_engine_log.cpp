@@ -1,14 +1,18 @@
 // ordering/: what a hostile (or broken) sequencer can make a member do.
 //
-// A 2-node cluster on the simulated fabric: node 1, the sequencer, is a bare
-// endpoint driven by the input (fuzz/sim_peer.h); node 2 runs the engine.
-// Node 1 introduces itself (honestly or with a tampered HelloMsg), then
-// writes log entries into node 2's mirror: well-formed ones with the next
-// gseq, ones with any header field changed, raw bytes at any offset, and
-// Log / Stable / Credit / other immediates with any position. It can also
-// act as a real sequencer for node 2's own sends (copying them from its
-// inbound ring into the log), so node 2's credit accounting meets forged
-// copies of its own records.
+// A 2-node cluster on the simulated fabric and a virtual clock: node 1, the
+// sequencer, is a bare endpoint driven by the input (fuzz/sim_peer.h, with
+// the membership duties of fuzz/member_agent.h: heartbeats, answers); node
+// 2 runs the engine. Node 1 introduces itself (honestly or with a tampered
+// HelloMsg), commits view 1 with itself as sequencer (as the coordinator of
+// the first round would), then writes log entries into node 2's mirror:
+// well-formed ones with the next gseq, ones with any header field changed,
+// raw bytes at any offset, and Log / Stable / Credit / other immediates
+// with any position. It can also act as a real sequencer for node 2's own
+// sends (copying them from its inbound ring into the log), so node 2's
+// credit accounting meets forged copies of its own records, and start
+// view changes (Prepare), whose State answer describes node 2's log up to
+// what it received, delivered or not.
 //
 // Oracles (every delivery at node 2): payloads lie inside the log mirror or
 // the reassembly buffer; positions never pass what was received; non-early
@@ -20,19 +24,21 @@
 #include <deque>
 #include <optional>
 
-#include "fuzz/sim_peer.h"
+#include "fuzz/member_agent.h"
 
 using namespace rcpg::ordering;
 using namespace rcpg::transport;
 using rcpg::fuzz::ClusterShape;
 using rcpg::fuzz::DeliveryChecker;
 using rcpg::fuzz::Input;
+using rcpg::fuzz::MemberAgent;
 using rcpg::fuzz::SimPeer;
 
 namespace {
 
 constexpr size_t kLog = 16384, kInbound = 8192;
 constexpr NodeId kSeq = 1, kMember = 2;
+constexpr uint64_t kTickUs = 2000;  // virtual time per round
 
 bool strict() {
   static const bool s = std::getenv("RCPG_FUZZ_LENIENT") == nullptr;
@@ -55,6 +61,11 @@ class Cluster {
     shape_.log_bytes = kLog;
     shape_.inbound_bytes = kInbound;
     peer_ = std::make_unique<SimPeer>(world_, kSeq, shape_);
+    agent_ = std::make_unique<MemberAgent>(*peer_, shape_);
+    agent_->on_imm_hook = [this](NodeId from, uint32_t imm) {
+      if (from == kMember && imm_type(imm) == ImmType::Inbound)
+        inbound_end_ = imm_pos(imm, inbound_end_);
+    };
     peer_->on_connected([this](NodeId, ConnId c) {
       if (fuzz_first_hello_) return send_fuzzed_hello(c);
       peer_->send_honest_hello(c);
@@ -71,6 +82,9 @@ class Cluster {
     cfg.inbound_bytes = kInbound;
     cfg.deliver_fragments = deliver_fragments_;
     cfg.hold_deliveries = hold_;
+    cfg.clock = [this] { return now_us_; };
+    cfg.heartbeat_interval_us = 10'000;
+    cfg.suspect_timeout_us = 60'000;
     engine_ = std::make_unique<Engine>(
         *ep_, cfg, [this](const Delivery& d) { on_delivery(d); },
         [](const std::string& line) {
@@ -83,9 +97,11 @@ class Cluster {
   }
 
   void run() {
-    for (int i = 0; i < 4; ++i) round();
+    for (int i = 0; i < 50 && !peer_->hello_of(kMember); ++i) round();
+    commit_first_view();
+    for (int i = 0; i < 50 && engine_->view().state != Membership::Normal; ++i) round();
     for (int steps = 0; steps < 64 && !in_.empty(); ++steps) {
-      uint8_t op = in_.u8() % 9;
+      uint8_t op = in_.u8() % 10;
       if (trace()) std::fprintf(stderr, "step %d: op %u\n", steps, op);
       switch (op) {
         case 0:
@@ -110,6 +126,9 @@ class Cluster {
           sequence_member();
           replicate();
           break;
+        case 7:
+          prepare();
+          break;
         default:
           for (int r = 1 + in_.u8() % 4; r > 0; --r) round();
           break;
@@ -120,17 +139,36 @@ class Cluster {
 
  private:
   void round() {
-    world_.run(64);
+    world_.run(256);
+    now_us_ += kTickUs;
     engine_->progress();
     if (hold_) engine_->release(engine_->delivered_position());
-    peer_->pump([this](NodeId from, uint32_t imm) {
-      if (from == kMember && imm_type(imm) == ImmType::Inbound)
-        inbound_end_ = imm_pos(imm, inbound_end_);
-    });
+    agent_->tick();
+  }
+
+  // View 1 = {1, 2}, sequencer 1, log from position 0 and gseq 1: what the
+  // first round's coordinator commits (the engine takes a Commit from any
+  // member).
+  void commit_first_view() {
+    const HelloMsg* m = peer_->hello_of(kMember);
+    if (!m) return;
+    rcpg::ordering::CommitMsg c;
+    c.epoch = 1;
+    c.value.epoch = 1;
+    c.value.sequencer = c.value.holder = kSeq;
+    c.value.count = 2;
+    c.value.cut = 0;
+    c.value.cut_gseq = 1;
+    c.value.members[0].id = kSeq;
+    c.value.members[0].incarnation = peer_->incarnation;
+    c.value.members[1].id = kMember;
+    c.value.members[1].incarnation = m->incarnation;
+    agent_->send(kMember, c);
   }
 
   void on_delivery(const Delivery& d) {
     checker_.check(d);
+    if (d.fresh) last_gseq_ = 0;  // a new history: gseq restarts at its cut
     if (!d.early) {
       FUZZ_CHECK(d.gseq > last_gseq_);
       last_gseq_ = d.gseq;
@@ -234,6 +272,19 @@ class Cluster {
       sent_.pop_back();
   }
 
+  // A round of node 1's: node 2 answers with a State, which describes its
+  // log up to what it received (delivered or not).
+  void prepare() {
+    // regression-engine_log-scan-log-unvalidated-view: make_state() walks
+    // undelivered entries unchecked.
+    if (!strict()) return;
+    rcpg::ordering::PrepareMsg m;
+    m.epoch = engine_->view().epoch + 1 + in_.u8() % 2;
+    m.ballot = rcpg::ordering::Ballot{++ballot_n_ + in_.u8(), kSeq, 0};
+    ballot_n_ = m.ballot.n;
+    agent_->send(kMember, m);
+  }
+
   // Node 1 as an honest sequencer of what node 2 wrote into its inbound ring.
   void sequence_member() {
     const std::byte* base = peer_->inbound().data + shape_.slot_of(kMember) * kInbound;
@@ -259,7 +310,10 @@ class Cluster {
   ClusterShape shape_;
   bool deliver_fragments_ = false, hold_ = false, fuzz_first_hello_ = false;
   size_t max_fragment_ = 0;
+  uint64_t now_us_ = 1'000'000;
+  uint64_t ballot_n_ = 0;
   std::unique_ptr<SimPeer> peer_;
+  std::unique_ptr<MemberAgent> agent_;
   std::unique_ptr<Endpoint> ep_;
   std::unique_ptr<Engine> engine_;
   DeliveryChecker checker_;

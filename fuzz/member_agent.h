@@ -3,14 +3,16 @@
 // protocol of ordering/membership.h the way a correct node would, so that
 // the honest engines form views with it and the fuzz input can then choose
 // what to do besides (or instead):
-//  - Paxos acceptor: answers Prepare with a truthful State, accepts Propose
-//    under the same promise rules as the engine, installs Commit (fetching
-//    the log up to the cut from the holder by RDMA READ when it continues),
-//    is never a coordinator (the fuzz target sends its own Prepares);
+//  - Paxos acceptor: answers Prepare with a truthful State (refusing, with
+//    the ballot it follows, a lower one), accepts Propose under the same
+//    promise rules as the engine, installs Commit (fetching the log up to
+//    the cut from the holder by RDMA READ when it continues from the view
+//    named in the value), is never a coordinator (the fuzz target sends its
+//    own Prepares);
 //  - member: tracks the log its sequencer replicates into its mirror
-//    (walking the records so that the gseq it reports is right, as a holder
-//    must), acknowledges everything it received as delivered, sends Resume
-//    to each new sequencer;
+//    (walking the records so that the gseq and per-sender sseq high-water
+//    marks it reports are right, as a holder's must be), acknowledges
+//    everything it received as delivered, sends Resume to each new sequencer;
 //  - failure detection: a heartbeat immediate to every introduced engine
 //    each tick; re-connects to lower ids after a disconnect;
 //  - `silent`: a paused process (it polls nothing, so it sends no
@@ -53,7 +55,7 @@ class MemberAgent {
     peer_.on_read([this](uint64_t wr_id, bool ok) { on_read(wr_id, ok); });
   }
 
-  bool silent = false;            // paused: no heartbeats, answers or acks
+  bool silent = false;  // paused: no heartbeats, answers or acks
   // Every immediate received (after the agent's own handling of Log).
   std::function<void(NodeId, uint32_t)> on_imm_hook;
   bool hold_acks = false;         // stops acknowledging (an overloaded member)
@@ -124,6 +126,15 @@ class MemberAgent {
     s.consumed = st_.walk_pos;
     s.next_gseq = st_.walk_gseq;
     s.reach = reach();
+    // Like the engine: a new incarnation counts towards a quorum once it has
+    // installed a view, or when nobody around has one.
+    bool others_have_views = false;
+    for (NodeId id : peer_.introduced()) others_have_views |= peer_.hello_of(id)->epoch > 0;
+    s.reliable = st_.ever_installed || !others_have_views;
+    for (size_t i = 0; i < shape_.nodes.size(); ++i) {
+      s.sseq_hwm[i] = st_.hwm[i];
+      s.hwm_incarnation[i] = st_.hwm_inc[i];
+    }
     if (st_.have_view && st_.installed.epoch == epoch) {
       s.has_view = 1;
       s.value = st_.installed;
@@ -192,8 +203,15 @@ class MemberAgent {
       send(from, make_state(m.epoch, m.ballot));
       return;
     }
-    if (m.epoch < st_.promised_epoch || (m.epoch == st_.promised_epoch && m.ballot < st_.promised))
+    if (m.epoch < st_.promised_epoch) return;
+    if (m.epoch == st_.promised_epoch && m.ballot < st_.promised) {
+      StateMsg r = make_state(m.epoch, m.ballot);  // refused: say whom we follow
+      r.refused = 1;
+      r.has_accepted = r.has_view = 0;
+      r.accepted_ballot = st_.promised;
+      send(from, r);
       return;
+    }
     st_.promised_epoch = m.epoch;
     st_.promised = m.ballot;
     st_.wedged = true;
@@ -244,14 +262,21 @@ class MemberAgent {
       peer_.epoch = 0;
       return;
     }
-    bool continuing = me->continuing && st_.have_view && st_.installed.epoch + 1 == v.epoch;
-    st_.have_view = true;
+    bool continuing = me->continuing && st_.have_view && st_.installed.epoch == me->from_epoch;
+    st_.have_view = st_.ever_installed = true;
     st_.installed = v;
     peer_.epoch = v.epoch;
     st_.announced = 0;
     if (!continuing) {
       st_.received = st_.walk_pos = v.cut;
       st_.walk_gseq = v.cut_gseq;
+      st_.hwm.fill(0);
+      st_.hwm_inc.fill(0);
+      for (uint32_t i = 0; i < v.count; ++i) {
+        size_t slot = shape_.slot_of(v.members[i].id);
+        st_.hwm[slot] = v.members[i].sseq_hwm;
+        st_.hwm_inc[slot] = v.members[i].incarnation;
+      }
       finish_install();
       return;
     }
@@ -319,8 +344,9 @@ class MemberAgent {
       st_.received = std::max(st_.received, pos);
   }
 
-  // Counts the records in [walk_pos, end) of our mirror: the gseq after
-  // them is what a holder reports (its log's next gseq).
+  // Walks the records in [walk_pos, end) of our mirror: the gseq after
+  // them and each sender's highest sseq (of the incarnation the last View
+  // entry names) are what a holder reports.
   void walk_to(uint64_t end) {
     ordering::RingReader r{peer_.log().data, shape_.log_bytes};
     while (st_.walk_pos < end) {
@@ -330,8 +356,26 @@ class MemberAgent {
         st_.walk_pos = end;
         break;
       }
-      uint64_t next = at + ordering::record_bytes(h->length);
-      if (next > end) break;  // not all of it is here yet
+      size_t bytes = ordering::record_bytes(h->length);
+      uint64_t next = at + bytes;
+      // Not all of it here yet, or not a record (the target may write our
+      // log in "anything" mode): stop.
+      if (next > end || bytes > shape_.log_bytes - at % shape_.log_bytes) break;
+      if (h->kind == ordering::EntryKind::View) {
+        size_t n = std::min<size_t>(h->length / sizeof(ordering::ViewMember), ordering::kMaxNodes);
+        for (size_t i = 0; i < n; ++i) {
+          ordering::ViewMember m;
+          std::memcpy(&m, reinterpret_cast<const std::byte*>(h + 1) + i * sizeof(m), sizeof(m));
+          size_t slot = shape_.slot_of(m.id);
+          if (shape_.nodes[slot] == m.id && st_.hwm_inc[slot] != m.incarnation) {
+            st_.hwm_inc[slot] = m.incarnation;
+            st_.hwm[slot] = 0;
+          }
+        }
+      } else {
+        size_t slot = shape_.slot_of(h->sender);
+        if (shape_.nodes[slot] == h->sender) st_.hwm[slot] = std::max(st_.hwm[slot], h->sseq);
+      }
       st_.walk_pos = next;
       ++st_.walk_gseq;
     }
@@ -398,6 +442,9 @@ class MemberAgent {
     uint64_t announced = 0;
     std::optional<ViewValue> pending;
     uint64_t ticks = 0, wedged_ticks = 0;
+    bool ever_installed = false;
+    std::array<uint64_t, ordering::kMaxNodes> hwm{};  // by slot: highest sseq walked
+    std::array<uint32_t, ordering::kMaxNodes> hwm_inc{};
     uint32_t newest_seen = 0;  // newest view epoch an engine told us about
   } st_;
 };

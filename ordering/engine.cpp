@@ -240,6 +240,7 @@ void Engine::handle_events() {
         if (p->conn != ev->conn && p->conn != kNoConn && p->connected) ep_.disconnect(p->conn);
         p->conn = ev->conn;
         p->connected = true;
+        p->connecting = false;
         p->introduced = false;
         if (conn_to_slot_.size() <= ev->conn) conn_to_slot_.resize(ev->conn + 1, SIZE_MAX);
         conn_to_slot_[ev->conn] = p->slot;
@@ -248,7 +249,7 @@ void Engine::handle_events() {
       case EventType::Disconnected:
         if (p && p->conn == ev->conn) {
           bool was = p->connected;
-          p->connected = false;
+          p->connected = p->connecting = false;
           suspect(*p, "connection lost: " + ev->detail);
           if (was) p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.heartbeat_interval_us, 1000);
         }
@@ -257,7 +258,7 @@ void Engine::handle_events() {
       case EventType::Unreachable:
         if (p && p->conn == ev->conn) {
           // The peer may not be up (yet): try again later.
-          p->connected = false;
+          p->connected = p->connecting = false;
           p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.heartbeat_interval_us, 1000);
         }
         break;
@@ -295,17 +296,19 @@ void Engine::handle_completions() {
       } else if (c.op == Op::RecvImm) {
         switch (imm_type(c.imm)) {
           case ImmType::Log: {
-            uint64_t pos = imm_pos(c.imm, received_);
+            // Decoded against a base a log size back: announcements that
+            // are older than what we hold (in flight across a view change)
+            // are recognised as such and ignored.
+            uint64_t base = received_ > cfg_.log_bytes ? received_ - cfg_.log_bytes : 0;
+            uint64_t pos = imm_pos(c.imm, base);
             // Wedged: what we hold is frozen for the view change. Filling,
-            // or not installed yet: the new sequencer writes behind the cut.
-            if (p->id != sequencer_ || !have_view_ || wedged_ || filling_) {
-              if (pos <= received_ + cfg_.log_bytes) p->announced = std::max(p->announced, pos);
-              break;
-            }
-            if (pos > received_ + cfg_.log_bytes) {
-              fail("sequencer announced an impossible log position");
-              return;
-            }
+            // or not installed yet: the sequencer announces again once our
+            // Resume reaches it.
+            if (p->id != sequencer_ || !have_view_ || wedged_ || filling_ || resume_pending_) break;
+            // Beyond a log size ahead: an announcement of an older history
+            // (we started afresh at a lower position); no sequencer writes
+            // that far.
+            if (pos > received_ + cfg_.log_bytes) break;
             received_ = std::max(received_, pos);
             break;
           }

@@ -164,6 +164,8 @@ struct EngineCounters {
   uint64_t duplicates_dropped = 0;  // re-sent records the sequencer had already logged
   uint64_t gap_fill_bytes = 0;      // log bytes fetched by RDMA READ from another survivor
   uint64_t last_failover_us = 0;    // first suspicion to the new view installed here
+  uint64_t abandoned_msgs = 0;      // half-sent parts of ours dropped by a view change
+  uint64_t restarted_msgs = 0;      // large messages streamed again after a view change
 };
 
 class Engine {
@@ -200,7 +202,11 @@ class Engine {
   // large message still streaming, or no quorum).
   SendResult send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pid,
                   std::span<const std::byte> payload, uint32_t aux = 0);
-  bool large_send_pending() const { return large_.active; }
+  // A large message stays pending until all of it is in the log: a view
+  // change may make the engine stream it again from the start.
+  bool large_send_pending() const { return large_.active || large_.unlogged; }
+  // Sequence number our next record gets (tests follow restarted messages).
+  uint64_t next_sseq() const { return next_sseq_; }
   // Sends one part of a large message that the caller streams itself
   // (flags = kFragment plus kFragFirst / kFragLast; `total` = whole length,
   // chunk <= max_fragment). Receivers must run with deliver_fragments: the
@@ -263,6 +269,8 @@ class Engine {
     EntryKind kind = EntryKind::Data;
     Guarantee guarantee = Guarantee::Agreed;
     uint32_t group = 0, pid = 0, aux = 0;
+    bool unlogged = false;  // appended, not all of it seen in the log yet
+    uint64_t last_end = 0;  // staging position after its last fragment
   };
   // A zero-copy payload waiting to be posted: it fills staging positions
   // [pos, pos + len) but its bytes live in `src`.
@@ -327,7 +335,18 @@ class Engine {
   void finish_install();
   void on_fill_done(bool ok);
   uint64_t gseq_after(uint64_t pos) const;
+  struct LogScan {
+    std::vector<uint64_t> seen;  // by slot
+    std::vector<uint32_t> inc;
+    std::vector<int64_t> frag;
+    uint64_t own_end = 0;
+  };
+  LogScan scan_log(uint64_t to) const;
+  void skip_partial_message(uint64_t& resume);
+  bool send_resume();
+  void reannounce(Peer& p);
   void complete_externals();
+  void complete_large();
   // engine_sender.cpp
   SendResult send_gate() const;
   // Copies `payload` after the header unless `copy` is false (zero-copy:
@@ -352,8 +371,8 @@ class Engine {
   bool deliver_entry(const EntryHeader& h, const std::byte* payload, uint64_t end,
                      bool early = false);
   void deliver_ahead(uint64_t from);
-  bool entry_ok(const EntryHeader& h);
-  bool passed_before(const EntryHeader& h);
+  bool entry_ok(const EntryHeader& h) const;
+  bool configured(NodeId id) const;
   void on_view_entry(const std::byte* payload, size_t len);
   bool send_ack();
   // Log space this node no longer needs: delivered (and released, in
@@ -448,6 +467,7 @@ class Engine {
     Ballot ballot{};
     uint64_t started_us = 0;
     uint64_t asked = 0, answered = 0, accepted = 0;  // slot masks
+    uint64_t reliable = 0;                           // answered and counting towards a quorum
     std::vector<StateMsg> states;                    // by slot
     ViewValue value{};
   };
@@ -462,6 +482,11 @@ class Engine {
   int fill_outstanding_ = 0;
   bool fill_failed_ = false;
   bool fresh_view_ = false;  // the next View delivered starts a new history
+  bool ever_installed_ = false;
+  bool resume_pending_ = false;
+  uint64_t resume_pos_ = 0;
+  // Per slot, after a fresh start: skip the tail of a message begun before it.
+  std::vector<uint8_t> partial_skip_;
   std::optional<ViewValue> pending_commit_;
   static constexpr uint64_t kFillTag = uint64_t{1} << 62;
   // zero-copy sends in flight are completed once the log shows them

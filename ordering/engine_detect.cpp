@@ -61,11 +61,17 @@ size_t Engine::reachable() const {
   return static_cast<size_t>(std::popcount(reach_mask()));
 }
 
+// One attempt at a time per peer: resolving an unreachable address can take
+// seconds, and piling attempts up exhausts the fabric's resources. An
+// attempt that has not ended after a few seconds is abandoned and retried.
 void Engine::connect_peer(Peer& p) {
+  if (p.connecting) ep_.disconnect(p.conn);
   p.conn = ep_.connect(p.address, p.id);
+  p.connecting = true;
   if (conn_to_slot_.size() <= p.conn) conn_to_slot_.resize(p.conn + 1, SIZE_MAX);
   conn_to_slot_[p.conn] = p.slot;
-  p.reconnect_at_us = now_ + std::max<uint64_t>(cfg_.suspect_timeout_us, 1000);
+  p.reconnect_at_us =
+      now_ + std::max<uint64_t>(5'000'000, 4 * uint64_t{cfg_.suspect_timeout_max_us});
 }
 
 void Engine::suspect(Peer& p, const std::string& why) {
@@ -85,7 +91,6 @@ void Engine::suspect(Peer& p, const std::string& why) {
 void Engine::wedge(const std::string& why) {
   if (!wedged_) {
     wedged_ = true;
-    for (Peer& p : peers_) p.announced = 0;
     if (first_suspect_us_ == 0 && have_view_) first_suspect_us_ = now_;
   }
   if (view_.state != Membership::NoQuorum && have_view_) view_.state = Membership::Changing;

@@ -33,11 +33,64 @@ uint64_t Engine::gseq_after(uint64_t pos) const {
   uint64_t g = expected_gseq_;
   uint64_t at = delivered_;
   while (const EntryHeader* h = reader.next(at, pos)) {
-    at += record_bytes(h->length);
-    if (at > pos) break;
+    size_t bytes = record_bytes(h->length);
+    if (bytes > cfg_.log_bytes - at % cfg_.log_bytes || at + bytes > pos) break;
+    at += bytes;
     ++g;
   }
   return g;
+}
+
+// What the log up to `to` holds of every sender, beyond what in-order
+// delivery has passed: highest sseq per sender (and its incarnation), open
+// fragment streams (reassembly mode), and the end of our own last record in
+// it within the staging ring.
+Engine::LogScan Engine::scan_log(uint64_t to) const {
+  size_t n = peers_.size();
+  LogScan sc;
+  sc.seen.resize(n);
+  sc.inc.resize(n);
+  sc.frag.assign(n, -1);
+  for (size_t s = 0; s < n; ++s) {
+    sc.seen[s] = peers_[s].delivered_sseq;
+    sc.inc[s] = peers_[s].sseq_incarnation;
+    const Reassembly& r = reassembly_[s];
+    if (r.active) sc.frag[s] = static_cast<int64_t>(r.buf.size() - r.filled);
+  }
+  RingReader reader{log_->data, cfg_.log_bytes};
+  for (uint64_t at = delivered_; const EntryHeader* h = reader.next(at, to);) {
+    // Not delivered yet, so not validated yet: stop where deliver() would.
+    size_t bytes = record_bytes(h->length);
+    if (bytes > cfg_.log_bytes - at % cfg_.log_bytes || at + bytes > to || !entry_ok(*h)) break;
+    at += bytes;
+    if (h->kind == EntryKind::View) {
+      std::vector<ViewMember> ms(h->length / sizeof(ViewMember));
+      std::memcpy(static_cast<void*>(ms.data()), h + 1, ms.size() * sizeof(ViewMember));
+      for (size_t s = 0; s < n; ++s) {
+        auto it = std::find_if(ms.begin(), ms.end(), [&](auto& m) { return m.id == peers_[s].id; });
+        sc.frag[s] = -1;  // open messages end at a View entry
+        if (it != ms.end() && it->incarnation != sc.inc[s]) {
+          sc.inc[s] = it->incarnation;
+          sc.seen[s] = 0;
+        }
+      }
+      continue;
+    }
+    size_t slot = h->sender < slot_of_id_.size() ? slot_of_id_[h->sender] : 0xFF;
+    if (slot_of_id_.empty())
+      for (size_t s = 0; s < n; ++s)
+        if (peers_[s].id == h->sender) slot = s;
+    if (slot >= n) continue;
+    sc.seen[slot] = std::max(sc.seen[slot], h->sseq);
+    // A staging mark is valid only while its slot has not been reused.
+    if (h->sender == cfg_.self && h->sseq + staging_marks_.size() > next_sseq_)
+      sc.own_end = std::max(sc.own_end, staging_marks_[h->sseq % staging_marks_.size()]);
+    if (h->flags & kFragment) {
+      int64_t left = (h->flags & kFragFirst) ? int64_t{h->aux} : sc.frag[slot];
+      sc.frag[slot] = (h->flags & kFragLast) ? -1 : left - int64_t{h->length};
+    }
+  }
+  return sc;
 }
 
 void Engine::install(const ViewValue& v) {
@@ -55,6 +108,7 @@ void Engine::install(const ViewValue& v) {
     if (p.early_resume_epoch == v.epoch && p.in_view && v.sequencer == cfg_.self) {
       p.inbound_read = p.inbound_end = p.early_resume_pos;
       p.resumed = true;
+      p.reannounce = true;  // once our log starts at the cut (finish_install)
     }
     if (p.early_resume_epoch <= v.epoch) p.early_resume_epoch = 0;
   }
@@ -70,7 +124,13 @@ void Engine::install(const ViewValue& v) {
     log_fn_(view_.why);
     return;
   }
-  bool continuing = me->continuing && have_view_ && installed_.epoch + 1 == v.epoch;
+  bool continuing = me->continuing && have_view_ && installed_.epoch == me->from_epoch;
+  if (continuing && (v.cut < received_ || v.cut - consumed() > cfg_.log_bytes)) {
+    // Fetching up to there would overwrite what we have not consumed yet.
+    ++counters_.protocol_errors;
+    log_fn_("view " + std::to_string(v.epoch) + " has a cut our log cannot continue to");
+    continuing = false;
+  }
   if (me->continuing && !continuing)
     log_fn_("view " + std::to_string(v.epoch) +
             " expected us to continue from an older view: starting afresh");
@@ -86,6 +146,7 @@ void Engine::install(const ViewValue& v) {
     view_.members.push_back(ViewMember{v.members[i].id, v.members[i].incarnation});
   view_.state = Membership::Changing;
   view_.why = "installing view " + std::to_string(v.epoch);
+  ever_installed_ = true;
   if (!continuing) {
     received_ = delivered_ = released_ = stable_ = v.cut;
     expected_gseq_ = v.cut_gseq;
@@ -94,6 +155,14 @@ void Engine::install(const ViewValue& v) {
       r.active = false;
       std::vector<std::byte>().swap(r.buf);
     }
+    // The lineage's knowledge of every member's records, and: messages that
+    // began before our start are not ours to reassemble.
+    for (uint32_t i = 0; i < v.count; ++i)
+      if (Peer* p = peer_by_id(v.members[i].id)) {
+        p->delivered_sseq = v.members[i].sseq_hwm;
+        p->sseq_incarnation = v.members[i].incarnation;
+      }
+    partial_skip_.assign(peers_.size(), 1);
     fresh_view_ = true;
     finish_install();
     return;
@@ -152,53 +221,11 @@ void Engine::on_fill_done(bool ok) {
 
 void Engine::finish_install() {
   const ViewValue& v = installed_;
-  // The new sequencer may have written past the cut already.
-  if (Peer* s = peer_by_id(sequencer_); s && !s->self && s->announced <= v.cut + cfg_.log_bytes)
-    received_ = std::max(received_, s->announced);
   received_ = std::max(received_, v.cut);
-  for (Peer& p : peers_) p.announced = 0;
-  // What the log up to the cut holds of every sender, beyond what delivery
-  // has passed: the sequencer's de-duplication and fragment state, and how
-  // much of our own staging ring is in the log.
-  size_t n = peers_.size();
-  std::vector<uint64_t> seen(n);
-  std::vector<uint32_t> inc(n);
-  std::vector<int64_t> frag(n, -1);
-  for (size_t s = 0; s < n; ++s) {
-    seen[s] = peers_[s].delivered_sseq;
-    inc[s] = peers_[s].sseq_incarnation;
-    const Reassembly& r = reassembly_[s];
-    if (r.active) frag[s] = static_cast<int64_t>(r.buf.size() - r.filled);
-  }
-  uint64_t resume = staging_credit_;
-  RingReader reader{log_->data, cfg_.log_bytes};
-  for (uint64_t at = delivered_; const EntryHeader* h = reader.next(at, v.cut);) {
-    at += record_bytes(h->length);
-    if (at > v.cut) break;
-    if (h->kind == EntryKind::View) {
-      std::vector<ViewMember> ms(h->length / sizeof(ViewMember));
-      std::memcpy(static_cast<void*>(ms.data()), h + 1, ms.size() * sizeof(ViewMember));
-      for (size_t s = 0; s < n; ++s) {
-        auto it = std::find_if(ms.begin(), ms.end(), [&](auto& m) { return m.id == peers_[s].id; });
-        if (it == ms.end() || it->incarnation != inc[s]) frag[s] = -1;
-        if (it != ms.end() && it->incarnation != inc[s]) {
-          inc[s] = it->incarnation;
-          seen[s] = 0;
-        }
-      }
-      continue;
-    }
-    Peer* p = peer_by_id(h->sender);
-    if (!p) continue;
-    seen[p->slot] = std::max(seen[p->slot], h->sseq);
-    if (h->sender == cfg_.self)
-      resume = std::max(resume, staging_marks_[h->sseq % staging_marks_.size()]);
-    if (h->flags & kFragment) {
-      int64_t left = (h->flags & kFragFirst) ? int64_t{h->aux} : frag[p->slot];
-      frag[p->slot] = (h->flags & kFragLast) ? -1 : left - int64_t{h->length};
-    }
-  }
+  LogScan scan = scan_log(v.cut);
+  uint64_t resume = std::max(staging_credit_, scan.own_end);
   resume = std::min(resume, staging_writer_.tail);
+  skip_partial_message(resume);
   staging_credit_ = resume;
   staging_posted_ = resume;
   external_post_ = external_head_;
@@ -227,8 +254,9 @@ void Engine::finish_install() {
     for (Peer& p : peers_) {
       const ValueMember* m = find_member(v, p.id);
       if (!m || !p.in_view) continue;
-      p.sequenced_sseq = inc[p.slot] == m->incarnation ? seen[p.slot] : 0;
-      p.frag_left = inc[p.slot] == m->incarnation ? frag[p.slot] : -1;
+      bool same = scan.inc[p.slot] == m->incarnation;
+      p.sequenced_sseq = std::max(same ? scan.seen[p.slot] : 0, m->sseq_hwm);
+      p.frag_left = -1;  // the View entry we append ends every open message
       if (p.self) {
         p.inbound_read = resume;
         p.resumed = true;
@@ -237,17 +265,12 @@ void Engine::finish_install() {
       p.repl_posted = v.cut;
       p.stable_sent = 0;
       p.acked = AckSlot{m->received, m->consumed};
+      if (p.reannounce) reannounce(p);
     }
   } else {
-    ResumeMsg r;
-    r.epoch = v.epoch;
-    r.position = resume;
-    Peer* s = peer_by_id(sequencer_);
-    if (!s || !send_ctrl(*s, r)) {
-      if (s) suspect(*s, "cannot reach the new sequencer");
-      view_.why = "cannot reach the new sequencer " + std::to_string(sequencer_);
-      return;  // stays wedged: the next view change follows
-    }
+    resume_pending_ = true;
+    resume_pos_ = resume;
+    send_resume();  // else again from progress(): the send queue may be full
   }
   wedged_ = false;
   view_.state = Membership::Normal;
@@ -262,11 +285,62 @@ void Engine::finish_install() {
           (resent ? ", re-sending " + std::to_string(resent) + " records" : ""));
 }
 
+// A member ignores log announcements until it has installed the view and
+// told us so (Resume): repeat what it has been sent so far.
+void Engine::reannounce(Peer& p) {
+  p.reannounce = false;
+  if (!ep_.post_write_imm(p.conn, *log_, 0, p.hello.log, 0, 0,
+                          make_imm(ImmType::Log, p.repl_posted), 0, false))
+    p.repl_posted = std::min(p.repl_posted, installed_.cut);  // replicate() announces again
+}
+
+bool Engine::send_resume() {
+  if (!resume_pending_) return false;
+  Peer* s = peer_by_id(sequencer_);
+  ResumeMsg r;
+  r.epoch = installed_.epoch;
+  r.position = resume_pos_;
+  if (!s || !send_ctrl(*s, r)) return false;
+  resume_pending_ = false;
+  return true;
+}
+
+// A message whose first fragments are in the log before the cut cannot be
+// completed after it: every member drops open reassemblies at the View
+// entry. So the rest of it is not re-sent, and the engine streams it again
+// from the start if it still has it (reassembly mode keeps the caller's
+// buffer until the whole message is in the log).
+void Engine::skip_partial_message(uint64_t& resume) {
+  RingReader staged{staging_->data, cfg_.inbound_bytes};
+  uint64_t at = resume;
+  bool skipped = false;
+  while (const EntryHeader* h = staged.next(at, staging_writer_.tail)) {
+    if (!(h->flags & kFragment) || (h->flags & kFragFirst)) break;
+    at += record_bytes(h->length);
+    resume = at;
+    skipped = true;
+  }
+  bool cut_inside = skipped || (large_.active && large_.off > 0 && resume == staging_writer_.tail);
+  if (!cut_inside) return;
+  if (large_.data && (large_.active || large_.unlogged)) {
+    large_.off = 0;
+    large_.active = true;
+    ++counters_.restarted_msgs;
+  } else {
+    ++counters_.abandoned_msgs;
+  }
+}
+
 void Engine::on_resume(Peer& p, const ResumeMsg& m) {
+  if (m.position % kAlign != 0) {
+    ++counters_.protocol_errors;
+    return;
+  }
   if (have_view_ && m.epoch == installed_.epoch) {
     if (!is_sequencer() || !p.in_view) return;
     p.inbound_read = p.inbound_end = m.position;
     p.resumed = true;
+    reannounce(p);
   } else if (!have_view_ || m.epoch > installed_.epoch) {
     // It installed the view before we did (its Commit came first).
     p.early_resume_epoch = m.epoch;

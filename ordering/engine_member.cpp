@@ -38,8 +38,6 @@ bool Engine::deliver() {
     }
     if (skipped < early_.size() && early_[skipped] == pos) {
       ++skipped;  // delivered ahead already
-    } else if (passed_before(*h)) {
-      ++counters_.duplicates_dropped;  // re-sent after a view change; we have it
     } else {
       bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
       if (h->guarantee == Guarantee::Safe && completes && pos + bytes > stable_) {
@@ -63,15 +61,19 @@ bool Engine::deliver() {
 
 // What the sequencer writes is checked too: a member never hands out an
 // entry it could not have sequenced itself.
-bool Engine::entry_ok(const EntryHeader& h) {
+bool Engine::configured(NodeId id) const {
+  return std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == id; });
+}
+
+bool Engine::entry_ok(const EntryHeader& h) const {
   bool kind = h.kind == EntryKind::Data || h.kind == EntryKind::Join ||
               h.kind == EntryKind::Leave || h.kind == EntryKind::View;
   if (!kind || static_cast<uint8_t>(h.guarantee) > 3 || !valid_fragment_flags(h.flags))
     return false;
   if (h.kind == EntryKind::View)
-    return peer_by_id(h.sender) && h.flags == 0 && h.length > 0 &&
+    return configured(h.sender) && h.flags == 0 && h.length > 0 &&
            h.length % sizeof(ViewMember) == 0 && h.length <= kMaxNodes * sizeof(ViewMember);
-  if (!peer_by_id(h.sender) || h.length > cfg_.max_fragment) return false;
+  if (!configured(h.sender) || h.length > cfg_.max_fragment) return false;
   return !(h.flags & kFragment) ||
          (h.kind == EntryKind::Data && h.aux <= kMaxMessageBytes && h.length <= h.aux);
 }
@@ -98,7 +100,7 @@ void Engine::deliver_ahead(uint64_t from) {
     while (next_early < early_.size() && early_[next_early] < pos) ++next_early;
     bool done = next_early < early_.size() && early_[next_early] == pos;
     Peer* p = peer_by_id(h->sender);
-    if (!done && p && h->sseq > p->delivered_sseq) {
+    if (!done && p) {
       bool fifo_ok = h->guarantee == Guarantee::Unordered ||
                      (h->guarantee == Guarantee::Fifo && !ahead_blocked_[p->slot]);
       if (fifo_ok && !(h->flags & kFragment)) {
@@ -152,6 +154,10 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
       return false;
     }
     Reassembly& r = reassembly_[p->slot];
+    if (!(h.flags & kFragFirst) && !r.active && p->slot < partial_skip_.size() &&
+        partial_skip_[p->slot])
+      return true;  // the rest of a message begun before we joined
+    if (p->slot < partial_skip_.size()) partial_skip_[p->slot] = 0;
     if (h.flags & kFragFirst) {
       r.buf.assign(h.aux, std::byte{0});
       r.filled = 0;
@@ -183,26 +189,19 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   return true;
 }
 
-// Receiver-side de-duplication: after a rejoin a re-sent record can reach
-// us a second time (the sequencer de-duplicates only its own log).
-bool Engine::passed_before(const EntryHeader& h) {
-  if (h.kind == EntryKind::View) return false;
-  Peer* p = peer_by_id(h.sender);
-  return p && h.sseq <= p->delivered_sseq;
-}
-
 // A sender that left, or came back as another incarnation, starts over:
 // its half-reassembled message is void, its sequence numbers restart.
 void Engine::on_view_entry(const std::byte* payload, size_t len) {
   std::vector<ViewMember> ms(len / sizeof(ViewMember));
   std::memcpy(static_cast<void*>(ms.data()), payload, ms.size() * sizeof(ViewMember));
+  partial_skip_.assign(peers_.size(), 1);
   for (Peer& p : peers_) {
     auto it = std::find_if(ms.begin(), ms.end(), [&](auto& m) { return m.id == p.id; });
     bool same = it != ms.end() && it->incarnation == p.sseq_incarnation;
-    if (!same) {
-      reassembly_[p.slot].active = false;
-      std::vector<std::byte>().swap(reassembly_[p.slot].buf);
-    }
+    // Every open message ends here: its sender streams it again (or, if
+    // the sender left, it is gone), the same at every member.
+    reassembly_[p.slot].active = false;
+    std::vector<std::byte>().swap(reassembly_[p.slot].buf);
     if (it != ms.end() && !same) {
       p.sseq_incarnation = it->incarnation;
       p.delivered_sseq = 0;

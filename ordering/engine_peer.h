@@ -43,6 +43,7 @@ struct Engine::Peer {
   uint64_t gap_cur = 0, gap_prev = 0, gap_window_at = 0;
   uint64_t last_beat_us = 0;     // our last heartbeat to it
   uint64_t reconnect_at_us = 0;  // we connect to lower ids: next attempt
+  bool connecting = false;       // an attempt of ours is under way
   bool in_view = false;          // member of the installed view (this incarnation)
   // Highest sseq of its records in the log as far as we have passed it in
   // order (receiver-side de-duplication after a rejoin), and as sequenced
@@ -54,9 +55,7 @@ struct Engine::Peer {
   // A Resume for a view we have not installed yet (it installed first).
   uint32_t early_resume_epoch = 0;
   uint64_t early_resume_pos = 0;
-  // Log positions it announced while it was not (yet) our sequencer: the
-  // new sequencer's first writes can arrive before its Commit does.
-  uint64_t announced = 0;
+  bool reannounce = false;  // sequencer: repeat the log announcement (after its Resume)
   // sequencer's view of this node as a sender
   uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
   uint64_t inbound_read = 0;  // bytes we have sequenced

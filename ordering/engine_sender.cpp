@@ -39,13 +39,15 @@ SendResult Engine::send(EntryKind kind, Guarantee g, uint32_t group, uint32_t pi
   if (kind != EntryKind::Data && kind != EntryKind::Join && kind != EntryKind::Leave)
     return SendResult::TooLarge;  // senders may not forge views or padding
   if (static_cast<uint8_t>(g) > static_cast<uint8_t>(Guarantee::Safe)) return SendResult::TooLarge;
-  if (large_.active) {
+  // Nothing may overtake a large message that could still be restarted.
+  if (large_send_pending()) {
     ++counters_.credit_stalls;
     return SendResult::TryAgain;
   }
   if (payload.size() > cfg_.max_fragment) {
     if (kind != EntryKind::Data || payload.size() > UINT32_MAX) return SendResult::TooLarge;
     large_ = LargeSend{true, payload.data(), payload.size(), 0, kind, g, group, pid, aux};
+    large_.unlogged = !cfg_.deliver_fragments;
     continue_large_send();
     return SendResult::Ok;
   }
@@ -115,6 +117,11 @@ void Engine::finish_send(uint64_t ticket, bool ok) {
 
 // A zero-copy payload is done with once its record is back through the log:
 // until then a new sequencer may need it re-sent after a failure.
+void Engine::complete_large() {
+  if (large_.unlogged && !large_.active && staging_credit_ >= large_.last_end)
+    large_.unlogged = false;
+}
+
 void Engine::complete_externals() {
   while (external_head_ != external_post_) {
     const External& x = external_[external_head_ % kMaxExternal];
@@ -136,7 +143,10 @@ bool Engine::continue_large_send() {
     // Fragments count as one message for the counters.
     if (large_.off != 0) --counters_.sent_msgs;
     large_.off += chunk;
-    if (large_.off == large_.len) large_.active = false;
+    if (large_.off == large_.len) {
+      large_.active = false;
+      large_.last_end = staging_writer_.tail;
+    }
     did = true;
   }
   return did;
@@ -207,6 +217,9 @@ bool Engine::flush_staging() {
     did = true;
   }
   complete_externals();
+  complete_large();
+  // The sequencer learns where our records start before any of them.
+  if (resume_pending_ && !send_resume()) return did;
   if (wedged_ || is_sequencer() || staging_posted_ == staging_writer_.tail) return did;
   Peer* seq = peer_by_id(sequencer_);
   if (!seq || !seq->introduced || !seq->in_view) return did;

@@ -95,6 +95,19 @@ StateMsg Engine::make_state(uint32_t epoch, const Ballot& b) const {
   s.consumed = consumed();
   s.next_gseq = gseq_after(received_);
   s.reach = reach_mask();
+  // A new incarnation may have promised or accepted something in an earlier
+  // one: it counts towards a quorum only once it has installed a view, or
+  // when nobody around has one (a cold start), or after waiting long enough
+  // to be added that the old history is evidently gone.
+  bool others_have_views = std::any_of(peers_.begin(), peers_.end(),
+                                       [](const Peer& p) { return !p.self && p.epoch > 0; });
+  s.reliable = ever_installed_ || !others_have_views ||
+               now_ - start_us_ >= 2 * uint64_t{cfg_.form_timeout_us};
+  LogScan sc = scan_log(received_);
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    s.sseq_hwm[i] = sc.seen[i];
+    s.hwm_incarnation[i] = sc.inc[i];
+  }
   if (have_view_ && installed_.epoch == epoch) {
     s.has_view = 1;
     s.value = installed_;
@@ -159,11 +172,13 @@ bool Engine::value_ok(const ViewValue& v) const {
     if (i > 0 && m.id <= v.members[i - 1].id) return false;
     if (std::none_of(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == m.id; }))
       return false;
-    if (m.consumed > m.received || m.received > v.cut) return false;
+    if (m.consumed > m.received || m.received > v.cut || m.received % kAlign != 0 ||
+        m.consumed % kAlign != 0 || (m.continuing && m.from_epoch >= v.epoch))
+      return false;
     seq |= m.id == v.sequencer;
     holder |= m.id == v.holder;
   }
-  return seq && holder && v.cut_gseq > 0;
+  return seq && holder && v.cut_gseq > 0 && v.cut % kAlign == 0;
 }
 
 bool Engine::accept_value(uint32_t epoch, const Ballot& b, const ViewValue& v) {
@@ -346,7 +361,7 @@ void Engine::fail_round(const std::string& why, bool no_quorum) {
 void Engine::advance_round() {
   size_t q = quorum();
   if (round_.accepting) {
-    if (static_cast<size_t>(std::popcount(round_.accepted)) >= q) {
+    if (static_cast<size_t>(std::popcount(round_.accepted & round_.reliable)) >= q) {
       ViewValue v = round_.value;
       round_.active = false;
       commit_value(v);
@@ -376,10 +391,14 @@ void Engine::advance_round() {
         (!best || st.accepted_ballot > best->accepted_ballot))
       best = &st;
   }
-  size_t n = static_cast<size_t>(std::popcount(round_.answered));
+  round_.reliable = 0;
+  for (size_t s = 0; s < peers_.size(); ++s)
+    if ((round_.answered & bit(s)) && round_.states[s].reliable) round_.reliable |= bit(s);
+  size_t n = static_cast<size_t>(std::popcount(round_.reliable));
   if (n < q) {
     fail_round("no quorum: " + std::to_string(n) + " of " + std::to_string(peers_.size()) +
-                   " configured nodes answered, " + std::to_string(q) + " needed",
+                   " configured nodes answered (not counting restarted nodes not yet added), " +
+                   std::to_string(q) + " needed",
                true);
     return;
   }
@@ -482,6 +501,8 @@ bool Engine::compose_value(ViewValue& v, std::string& why) const {
     m.id = peers_[s].id;
     m.incarnation = st.incarnation;
     m.continuing = continuing(s) ? 1 : 0;
+    m.from_epoch = m.continuing ? installed_.epoch : 0;
+    if (holder && holder->hwm_incarnation[s] == st.incarnation) m.sseq_hwm = holder->sseq_hwm[s];
     m.received = m.continuing ? st.received : v.cut;
     m.consumed = m.continuing ? st.consumed : v.cut;
     if ((holder ? m.continuing : 1) && (!have_seq || m.id < v.sequencer)) {

@@ -43,9 +43,12 @@ struct ValueMember {
   uint32_t id = 0;
   uint32_t incarnation = 0;
   uint32_t continuing = 0;  // 1: keeps its log (was in the previous view); 0: starts at the cut
-  uint32_t pad = 0;
-  uint64_t consumed = 0;  // log space it still needs from here on (the sequencer's limit)
-  uint64_t received = 0;  // what it already holds (the sequencer's SAFE watermark)
+  uint32_t from_epoch = 0;  // continuing: the view it continues from
+  uint64_t consumed = 0;    // log space it still needs from here on (the sequencer's limit)
+  uint64_t received = 0;    // what it already holds (the sequencer's SAFE watermark)
+  // Highest sseq of this incarnation's records in the log up to the cut:
+  // the sequencer drops re-sent records at or below it.
+  uint64_t sseq_hwm = 0;
 };
 
 // A view as decided: the value of one Paxos instance.
@@ -75,6 +78,15 @@ struct StateMsg {
   uint64_t consumed = 0;
   uint64_t next_gseq = 0;  // gseq following the last entry before `received`
   uint64_t reach = 0;      // slots it is connected to and does not suspect (itself included)
+  // 0: this incarnation never installed a view while others had one: it may
+  // have forgotten promises of an earlier incarnation, so it does not count
+  // towards a quorum.
+  uint32_t reliable = 0;
+  uint32_t pad2 = 0;
+  // Per slot: highest sseq of that sender in our log up to `received`, and
+  // the incarnation it belongs to.
+  uint64_t sseq_hwm[kMaxNodes] = {};
+  uint32_t hwm_incarnation[kMaxNodes] = {};
   uint32_t has_accepted = 0;
   uint32_t has_view = 0;  // view_epoch == epoch: `value` is the installed view
   // The Prepare was refused: `accepted_ballot` is the ballot promised

@@ -87,7 +87,7 @@ FaultSeedResult run_fault_seed(uint64_t seed, bool trace, double scale, bool kee
   if (std::all_of(g_weight.begin(), g_weight.end(), [](uint32_t x) { return x == 0; }))
     g_weight[2] = 1;
   const uint64_t ticks =
-      static_cast<uint64_t>(static_cast<double>(rng.between(4, 9) * suspect) * scale);
+      static_cast<uint64_t>(static_cast<double>(rng.between(3, 8) * suspect) * scale);
   const uint64_t fault_ticks = ticks * rng.between(50, 80) / 100;
 
   // Fault schedule: how many of each kind, spread over the fault phase.

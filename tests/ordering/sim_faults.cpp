@@ -191,6 +191,15 @@ bool FaultCluster::progress(size_t i) {
   bool r = nodes_[i].engine->progress();
   in_progress_ = false;
   ++progress_calls_;
+  // A view change can make the engine stream a large message again from
+  // its start (new sequence numbers); nothing is sent behind it meanwhile,
+  // so it is this sender's newest message.
+  Node& n = nodes_[i];
+  if (n.engine && n.engine->next_sseq() != n.next_sseq) {
+    SenderLog& log = senders_[n.sender];
+    if (!log.sent.empty()) log.sent.back().sseq = n.engine->next_sseq() - 1;
+    n.next_sseq = n.engine->next_sseq();
+  }
   after_action();
   return r;
 }
