@@ -206,6 +206,10 @@ const KeyRule kMembershipRules[] = {
      [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
        return get_num(c, n, k, 2, 600000, cfg.suspect_timeout_ms);
      }},
+    {"suspect_timeout_max_ms",
+     [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
+       return get_num(c, n, k, 2, 600000, cfg.suspect_timeout_max_ms);
+     }},
     {"form_timeout_ms",
      [](Checker& c, const toml::node& n, const std::string& k, Config& cfg) {
        return get_num(c, n, k, 0, 3600000, cfg.form_timeout_ms);

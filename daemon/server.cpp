@@ -95,6 +95,7 @@ bool Server::start(std::string& why) {
   e.hold_deliveries = cfg_.zero_copy_receive;
   e.heartbeat_interval_us = cfg_.heartbeat_interval_ms * 1000;
   e.suspect_timeout_us = cfg_.suspect_timeout_ms * 1000;
+  e.suspect_timeout_max_us = std::max(cfg_.suspect_timeout_max_ms, cfg_.suspect_timeout_ms) * 1000;
   e.form_timeout_us = cfg_.form_timeout_ms * 1000;
   e.two_node = cfg_.two_node;
   engine_ = std::make_unique<ordering::Engine>(

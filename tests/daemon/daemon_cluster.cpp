@@ -74,7 +74,11 @@ bool DaemonCluster::start(std::string& why) {
         // 2 cores shared by daemons and clients: spin briefly and yield.
         << "[spin]\niterations = 200\nyield = true\n"
         << "[timeouts]\nshutdown_linger_ms = 0\n"
-        << membership_;
+        // Soft-RoCE under emulation stalls nodes for hundreds of ms.
+        << (membership_.empty() && fabric_ == "verbs"
+                ? "[membership]\nheartbeat_interval_ms = 50\nsuspect_timeout_ms = 2000\n"
+                  "suspect_timeout_max_ms = 10000\n"
+                : membership_);
     for (int n = 1; n <= nodes_; ++n)
       cfg << "[[nodes]]\nnodeid = " << n << "\naddress = \"" << address(n) << "\"\n";
   }
