@@ -75,7 +75,7 @@ bool DaemonCluster::start(std::string& why) {
         << "[spin]\niterations = 200\nyield = true\n"
         << "[timeouts]\nshutdown_linger_ms = 0\n"
         // Soft-RoCE under emulation stalls nodes for hundreds of ms.
-        << (membership_.empty() && fabric_ == "verbs"
+        << ((membership_.empty() || membership_ == kTestMembership) && fabric_ == "verbs"
                 ? "[membership]\nheartbeat_interval_ms = 50\nsuspect_timeout_ms = 2000\n"
                   "suspect_timeout_max_ms = 10000\n"
                 : membership_);
