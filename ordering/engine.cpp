@@ -116,14 +116,18 @@ Engine::Peer* Engine::peer_by_conn(ConnId c) {
   return p.conn == c ? &p : nullptr;
 }
 
+// Slot of a configured node id, or SIZE_MAX.
+size_t Engine::slot_of(NodeId id) const {
+  if (!slot_of_id_.empty())
+    return id < slot_of_id_.size() && slot_of_id_[id] != 0xFF ? slot_of_id_[id] : SIZE_MAX;
+  for (const Peer& p : peers_)
+    if (p.id == id) return p.slot;
+  return SIZE_MAX;
+}
+
 Engine::Peer* Engine::peer_by_id(NodeId id) {
-  if (!slot_of_id_.empty()) {
-    if (id >= slot_of_id_.size() || slot_of_id_[id] == 0xFF) return nullptr;
-    return &peers_[slot_of_id_[id]];
-  }
-  for (Peer& p : peers_)
-    if (p.id == id) return &p;
-  return nullptr;
+  size_t s = slot_of(id);
+  return s == SIZE_MAX ? nullptr : &peers_[s];
 }
 
 uint64_t Engine::inbound_consumed(NodeId sender) const {

@@ -296,6 +296,7 @@ class Engine {
   void send_hello(Peer& p);
   Peer* peer_by_conn(transport::ConnId c);
   Peer* peer_by_id(NodeId id);
+  size_t slot_of(NodeId id) const;
   void fail(const std::string& why);
   // engine_detect.cpp: clock, heartbeats, suspicion, reconnection, quorum
   uint64_t clock_now() const;

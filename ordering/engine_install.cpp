@@ -76,11 +76,8 @@ Engine::LogScan Engine::scan_log(uint64_t to) const {
       }
       continue;
     }
-    size_t slot = h->sender < slot_of_id_.size() ? slot_of_id_[h->sender] : 0xFF;
-    if (slot_of_id_.empty())
-      for (size_t s = 0; s < n; ++s)
-        if (peers_[s].id == h->sender) slot = s;
-    if (slot >= n) continue;
+    size_t slot = slot_of(h->sender);
+    if (slot == SIZE_MAX) continue;
     sc.seen[slot] = std::max(sc.seen[slot], h->sseq);
     // A staging mark is valid only while its slot has not been reused.
     if (h->sender == cfg_.self && h->sseq + staging_marks_.size() > next_sseq_)

@@ -62,7 +62,7 @@ bool Engine::deliver() {
 // What the sequencer writes is checked too: a member never hands out an
 // entry it could not have sequenced itself.
 bool Engine::configured(NodeId id) const {
-  return std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == id; });
+  return slot_of(id) != SIZE_MAX;
 }
 
 bool Engine::entry_ok(const EntryHeader& h) const {

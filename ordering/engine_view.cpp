@@ -280,10 +280,10 @@ bool Engine::wants_change(std::string& why) {
   }
   for (uint32_t i = 0; i < installed_.count; ++i) {
     const ValueMember& m = installed_.members[i];
-    const Peer* p = nullptr;
-    for (const Peer& q : peers_)
-      if (q.id == m.id) p = &q;
-    if (!p || p->self) continue;
+    size_t slot = slot_of(m.id);
+    if (slot == SIZE_MAX) continue;
+    const Peer* p = &peers_[slot];
+    if (p->self) continue;
     if (!p->introduced || p->suspected || p->incarnation != m.incarnation) {
       why = "lost member " + std::to_string(m.id);
       return true;
