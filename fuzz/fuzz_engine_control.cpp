@@ -486,7 +486,8 @@ class Cluster {
         m.from_epoch = in_.u32();
         m.consumed = in_.u64();
         m.received = in_.u64();
-        m.sseq_hwm = in_.u64();
+        v.lineage_hwm[i] = in_.u64();
+        v.lineage_inc[i] = in_.u32();
       }
       return v;
     }
@@ -508,7 +509,10 @@ class Cluster {
       m.received = v.cut - std::min<uint64_t>(v.cut, in_.u16());
       m.consumed = m.received - std::min<uint64_t>(m.received, in_.u16());
       // Re-sent records at or below it are dropped by the sequencer.
-      if (uint8_t h = in_.u8(); h & 1) m.sseq_hwm = in_.u16();
+      if (uint8_t h = in_.u8(); h & 1) {
+        v.lineage_hwm[s] = in_.u16();
+        v.lineage_inc[s] = m.incarnation;
+      }
     }
     v.sequencer = v.members[in_.u8() % v.count].id;
     v.holder = v.members[in_.u8() % v.count].id;

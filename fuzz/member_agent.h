@@ -270,11 +270,13 @@ class MemberAgent {
     if (!continuing) {
       st_.received = st_.walk_pos = v.cut;
       st_.walk_gseq = v.cut_gseq;
-      st_.hwm.fill(0);
-      st_.hwm_inc.fill(0);
+      for (size_t slot = 0; slot < shape_.nodes.size(); ++slot) {
+        st_.hwm[slot] = v.lineage_hwm[slot];
+        st_.hwm_inc[slot] = v.lineage_inc[slot];
+      }
       for (uint32_t i = 0; i < v.count; ++i) {
         size_t slot = shape_.slot_of(v.members[i].id);
-        st_.hwm[slot] = v.members[i].sseq_hwm;
+        st_.hwm[slot] = v.sseq_hwm(slot, v.members[i]);
         st_.hwm_inc[slot] = v.members[i].incarnation;
       }
       finish_install();

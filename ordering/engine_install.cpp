@@ -152,11 +152,16 @@ void Engine::install(const ViewValue& v) {
       r.active = false;
       std::vector<std::byte>().swap(r.buf);
     }
-    // The lineage's knowledge of every member's records, and: messages that
-    // began before our start are not ours to reassemble.
+    // The lineage's knowledge of every node's records (what we knew from an
+    // earlier history is void), and: messages that began before our start
+    // are not ours to reassemble.
+    for (Peer& p : peers_) {
+      p.delivered_sseq = v.lineage_hwm[p.slot];
+      p.sseq_incarnation = v.lineage_inc[p.slot];
+    }
     for (uint32_t i = 0; i < v.count; ++i)
       if (Peer* p = peer_by_id(v.members[i].id)) {
-        p->delivered_sseq = v.members[i].sseq_hwm;
+        p->delivered_sseq = v.sseq_hwm(p->slot, v.members[i]);
         p->sseq_incarnation = v.members[i].incarnation;
       }
     partial_skip_.assign(peers_.size(), 1);
@@ -252,7 +257,7 @@ void Engine::finish_install() {
       const ValueMember* m = find_member(v, p.id);
       if (!m || !p.in_view) continue;
       bool same = scan.inc[p.slot] == m->incarnation;
-      p.sequenced_sseq = std::max(same ? scan.seen[p.slot] : 0, m->sseq_hwm);
+      p.sequenced_sseq = std::max(same ? scan.seen[p.slot] : 0, v.sseq_hwm(p.slot, *m));
       p.frag_left = -1;  // the View entry we append ends every open message
       if (p.self) {
         p.inbound_read = resume;

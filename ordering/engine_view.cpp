@@ -484,6 +484,10 @@ bool Engine::compose_value(ViewValue& v, std::string& why) const {
     v.cut = holder->received;
     v.cut_gseq = holder->next_gseq;
     v.holder = peers_[holder_slot].id;
+    for (size_t s = 0; s < peers_.size(); ++s) {
+      v.lineage_hwm[s] = holder->sseq_hwm[s];
+      v.lineage_inc[s] = holder->hwm_incarnation[s];
+    }
   } else {
     // Nobody carries a log on: a new history, at positions and sequence
     // numbers no member has used (they only grow at every node).
@@ -502,7 +506,6 @@ bool Engine::compose_value(ViewValue& v, std::string& why) const {
     m.incarnation = st.incarnation;
     m.continuing = continuing(s) ? 1 : 0;
     m.from_epoch = m.continuing ? installed_.epoch : 0;
-    if (holder && holder->hwm_incarnation[s] == st.incarnation) m.sseq_hwm = holder->sseq_hwm[s];
     m.received = m.continuing ? st.received : v.cut;
     m.consumed = m.continuing ? st.consumed : v.cut;
     if ((holder ? m.continuing : 1) && (!have_seq || m.id < v.sequencer)) {

@@ -46,9 +46,6 @@ struct ValueMember {
   uint32_t from_epoch = 0;  // continuing: the view it continues from
   uint64_t consumed = 0;    // log space it still needs from here on (the sequencer's limit)
   uint64_t received = 0;    // what it already holds (the sequencer's SAFE watermark)
-  // Highest sseq of this incarnation's records in the log up to the cut:
-  // the sequencer drops re-sent records at or below it.
-  uint64_t sseq_hwm = 0;
 };
 
 // A view as decided: the value of one Paxos instance.
@@ -60,6 +57,18 @@ struct ViewValue {
   uint64_t cut = 0;       // log position where the new view's entries begin
   uint64_t cut_gseq = 0;  // gseq of the new view's View entry
   ValueMember members[kMaxNodes];
+  // Per configured slot, members or not: the highest sseq of that node's
+  // records in the lineage's log up to the cut, and the incarnation it
+  // belongs to. The sequencer drops re-sent records at or below it; a node
+  // that starts afresh takes them all over, so that it knows what the
+  // lineage holds of a sender that is away now and comes back later, when
+  // this node may hold the log or sequence.
+  uint64_t lineage_hwm[kMaxNodes] = {};
+  uint32_t lineage_inc[kMaxNodes] = {};
+  // What the lineage holds of member `m`'s records (0: none of this incarnation).
+  uint64_t sseq_hwm(size_t slot, const ValueMember& m) const {
+    return lineage_inc[slot] == m.incarnation ? lineage_hwm[slot] : 0;
+  }
 };
 
 struct PrepareMsg {
