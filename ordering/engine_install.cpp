@@ -226,6 +226,15 @@ void Engine::finish_install() {
   received_ = std::max(received_, v.cut);
   LogScan scan = scan_log(v.cut);
   uint64_t resume = std::max(staging_credit_, scan.own_end);
+  // Our records the lineage holds up to the cut, also those we never saw
+  // come back (we start afresh): re-sending them would be harmless for
+  // whole records (the sequencer drops them), but a large message we would
+  // stream again, as a new message.
+  if (const ValueMember* me = find_member(v, cfg_.self)) {
+    uint64_t hwm = v.sseq_hwm(self_slot_, *me);
+    if (hwm != 0 && hwm < next_sseq_ && hwm + staging_marks_.size() > next_sseq_)
+      resume = std::max(resume, staging_marks_[hwm % staging_marks_.size()]);
+  }
   resume = std::min(resume, staging_writer_.tail);
   skip_partial_message(resume);
   staging_credit_ = resume;
