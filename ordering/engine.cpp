@@ -221,9 +221,10 @@ void Engine::on_hello(Peer& p, const std::byte* data, size_t len) {
   if (p.incarnation != 0 && p.incarnation != m.incarnation)
     log_fn_("node " + std::to_string(p.id) + " restarted (incarnation " +
             std::to_string(m.incarnation) + ")");
+  // A new incarnation has no view yet, whatever its predecessor had.
+  p.epoch = p.incarnation == m.incarnation ? std::max(p.epoch, m.epoch) : m.epoch;
   p.hello = m;
   p.incarnation = m.incarnation;
-  p.epoch = std::max(p.epoch, m.epoch);
   p.introduced = true;
   p.suspected = false;
   p.last_heard_us = p.last_beat_us = now_;

@@ -452,6 +452,10 @@ class Engine {
   std::mt19937_64 rng_;
   bool have_view_ = false;  // installed_ holds our view
   ViewValue installed_{};
+  // Newest epoch whose value we learned, a view we were left out of too: a
+  // later round must not run that epoch's Paxos instance again (its members
+  // may all be gone, so nobody might report the value).
+  uint32_t decided_epoch_ = 0;
   bool wedged_ = false;  // from a promise (or quorum loss) until the next install
   uint32_t promised_epoch_ = 0;
   Ballot promised_{};

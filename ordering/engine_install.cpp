@@ -91,7 +91,11 @@ Engine::LogScan Engine::scan_log(uint64_t to) const {
 }
 
 void Engine::install(const ViewValue& v) {
+  // A value decided before we restarted may name our previous incarnation:
+  // that member is not us.
   const ValueMember* me = find_member(v, cfg_.self);
+  if (me && me->incarnation != incarnation_) me = nullptr;
+  decided_epoch_ = std::max(decided_epoch_, v.epoch);
   for (Peer& p : peers_) {
     if (p.self) continue;
     const ValueMember* m = find_member(v, p.id);
@@ -100,7 +104,7 @@ void Engine::install(const ViewValue& v) {
     // into our memory any more.
     if (p.in_view && !member && p.introduced) suspect(p, "not in view " + std::to_string(v.epoch));
     p.in_view = member && me;
-    if (m) p.epoch = std::max(p.epoch, v.epoch);
+    if (member) p.epoch = std::max(p.epoch, v.epoch);
     p.resumed = false;
     if (p.early_resume_epoch == v.epoch && p.in_view && v.sequencer == cfg_.self) {
       p.inbound_read = p.inbound_end = p.early_resume_pos;

@@ -103,6 +103,7 @@ StateMsg Engine::make_state(uint32_t epoch, const Ballot& b) const {
                                        [](const Peer& p) { return !p.self && p.epoch > 0; });
   s.reliable = ever_installed_ || !others_have_views ||
                now_ - start_us_ >= 2 * uint64_t{cfg_.form_timeout_us};
+  s.decided_epoch = decided_epoch_;
   LogScan sc = scan_log(received_);
   for (size_t i = 0; i < peers_.size(); ++i) {
     s.sseq_hwm[i] = sc.seen[i];
@@ -129,7 +130,7 @@ void Engine::on_prepare(Peer& p, const PrepareMsg& m) {
   // Fetching the log for an install: an outstanding READ must not land in
   // a later view's log. The coordinator asks again.
   if (filling_) return;
-  if (mine >= m.epoch) {
+  if (std::max(mine, decided_epoch_) >= m.epoch) {
     send_ctrl(p, make_state(m.epoch, m.ballot));  // it is behind: tell it
     return;
   }
@@ -183,7 +184,7 @@ bool Engine::value_ok(const ViewValue& v) const {
 
 bool Engine::accept_value(uint32_t epoch, const Ballot& b, const ViewValue& v) {
   uint32_t mine = have_view_ ? installed_.epoch : 0;
-  if (epoch <= mine || filling_) return false;
+  if (epoch <= std::max(mine, decided_epoch_) || filling_) return false;
   if (epoch < promised_epoch_ || (epoch == promised_epoch_ && b < promised_)) return false;
   promised_epoch_ = epoch;
   promised_ = b;
@@ -215,7 +216,7 @@ void Engine::on_commit(Peer& p, const CommitMsg& m) {
     log_fn_("node " + std::to_string(p.id) + " committed an invalid view");
     return;
   }
-  if (have_view_ && m.epoch <= installed_.epoch) return;
+  if (m.epoch <= decided_epoch_) return;  // installed, or left out of it
   if (filling_) {
     if (!pending_commit_ || pending_commit_->epoch < m.epoch) pending_commit_ = m.value;
     return;
@@ -227,6 +228,9 @@ void Engine::on_commit(Peer& p, const CommitMsg& m) {
 
 void Engine::on_state(Peer& p, const StateMsg& m) {
   p.epoch = std::max(p.epoch, m.view_epoch);
+  // Without a view we continue nothing: a round of ours must start above
+  // anything decided, even a view whose members are all gone.
+  if (!have_view_) decided_epoch_ = std::max(decided_epoch_, m.decided_epoch);
   if (!round_.active || m.epoch != round_.epoch || m.ballot != round_.ballot) return;
   if (m.refused) {
     max_ballot_n_ = std::max(max_ballot_n_, m.accepted_ballot.n);
@@ -324,7 +328,7 @@ void Engine::drive_membership() {
 }
 
 void Engine::start_round(const std::string& why) {
-  uint32_t epoch = (have_view_ ? installed_.epoch : 0) + 1;
+  uint32_t epoch = std::max(have_view_ ? installed_.epoch : 0, decided_epoch_) + 1;
   if (promised_epoch_ > epoch) epoch = promised_epoch_;
   Ballot b{max_ballot_n_ + 1, cfg_.self, 0};
   max_ballot_n_ = b.n;
@@ -383,8 +387,8 @@ void Engine::advance_round() {
       commit_value(v);
       return;
     }
-    if (st.view_epoch >= round_.epoch) {
-      fail_round("node " + std::to_string(peers_[s].id) + " is in a newer view", false);
+    if (st.view_epoch >= round_.epoch || st.decided_epoch >= round_.epoch) {
+      fail_round("node " + std::to_string(peers_[s].id) + " knows a newer view", false);
       return;
     }
     if (st.has_accepted && value_ok(st.value) &&

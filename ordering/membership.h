@@ -91,7 +91,8 @@ struct StateMsg {
   // have forgotten promises of an earlier incarnation, so it does not count
   // towards a quorum.
   uint32_t reliable = 0;
-  uint32_t pad2 = 0;
+  // Newest epoch whose value it learned, also one it was left out of.
+  uint32_t decided_epoch = 0;
   // Per slot: highest sseq of that sender in our log up to `received`, and
   // the incarnation it belongs to.
   uint64_t sseq_hwm[kMaxNodes] = {};
