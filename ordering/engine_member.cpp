@@ -109,7 +109,10 @@ void Engine::deliver_ahead(uint64_t from) {
         early_.insert(early_.begin() + static_cast<std::ptrdiff_t>(next_early), pos);
         ++counters_.early_deliveries;
         if (failed_ || delivery_paused_) return;
-      } else if (h->guarantee != Guarantee::Unordered) {
+      } else if (h->guarantee != Guarantee::Unordered || (h->flags & kFragment)) {
+        // Held fragments of an UNORDERED message count as well: otherwise a
+        // node that stops before reassembling it has delivered later FIFO
+        // messages of that sender across a message it never delivers.
         ahead_blocked_[p->slot] = 1;
       }
     }
