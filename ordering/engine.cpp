@@ -253,7 +253,9 @@ void Engine::handle_events() {
         break;
       case EventType::Disconnected:
         if (p && p->conn == ev->conn) {
-          bool was = p->connected;
+          // An attempt of ours can end this way too (it broke before we saw
+          // it connect): retry soon rather than after the abandon timeout.
+          bool was = p->connected || p->connecting;
           p->connected = p->connecting = false;
           suspect(*p, "connection lost: " + ev->detail);
           if (was) p->reconnect_at_us = now_ + std::max<uint64_t>(cfg_.heartbeat_interval_us, 1000);
