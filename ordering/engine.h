@@ -341,6 +341,7 @@ class Engine {
     std::vector<uint32_t> inc;
     std::vector<int64_t> frag;
     uint64_t own_end = 0;
+    uint32_t last_view = 0;  // epoch of the last View entry
   };
   LogScan scan_log(uint64_t to) const;
   void skip_partial_message(uint64_t& resume);
@@ -362,6 +363,7 @@ class Engine {
   // engine_sequencer.cpp
   bool is_sequencer() const { return sequencer_ == cfg_.self; }
   bool sequence_inbound();
+  bool append_view(const ViewValue& v);
   bool fragment_ok(const Peer& p, const EntryHeader& h) const;
   void commit_fragment(Peer& p, const EntryHeader& h);
   bool replicate();
@@ -425,6 +427,13 @@ class Engine {
   uint64_t last_safe_end_ = 0;  // end of the newest SAFE entry in the log
   uint64_t published_stable_ = 0;
   bool view_appended_ = false;
+  // The view we continued from when its View entry is not in the log (it
+  // was decided and installed, but wedged again before anything was
+  // appended): appended first, so that its members still see who left.
+  bool missing_view_ = false;
+  ViewValue prev_installed_{};
+  uint32_t log_view_epoch_ = 0;  // epoch of the last View entry we delivered
+  uint32_t fresh_epoch_ = 0;     // the view we last started afresh with
 
   // member
   uint64_t received_ = 0;

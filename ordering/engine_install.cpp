@@ -64,6 +64,7 @@ Engine::LogScan Engine::scan_log(uint64_t to) const {
     if (bytes > cfg_.log_bytes - at % cfg_.log_bytes || at + bytes > to || !entry_ok(*h)) break;
     at += bytes;
     if (h->kind == EntryKind::View) {
+      sc.last_view = std::max(sc.last_view, h->aux);
       std::vector<ViewMember> ms(h->length / sizeof(ViewMember));
       std::memcpy(static_cast<void*>(ms.data()), h + 1, ms.size() * sizeof(ViewMember));
       for (size_t s = 0; s < n; ++s) {
@@ -135,6 +136,8 @@ void Engine::install(const ViewValue& v) {
   if (me->continuing && !continuing)
     log_fn_("view " + std::to_string(v.epoch) +
             " expected us to continue from an older view: starting afresh");
+  prev_installed_.epoch = 0;
+  if (continuing) prev_installed_ = installed_;
   have_view_ = true;
   installed_ = v;
   sequencer_ = v.sequencer;
@@ -169,7 +172,9 @@ void Engine::install(const ViewValue& v) {
         p->sseq_incarnation = v.members[i].incarnation;
       }
     partial_skip_.assign(peers_.size(), 1);
+    log_view_epoch_ = 0;
     fresh_view_ = true;
+    fresh_epoch_ = v.epoch;
     finish_install();
     return;
   }
@@ -265,6 +270,8 @@ void Engine::finish_install() {
     log_writer_.tail = v.cut;
     next_gseq_ = v.cut_gseq;
     view_appended_ = false;
+    missing_view_ = prev_installed_.epoch != 0 &&
+                    std::max(log_view_epoch_, scan.last_view) < prev_installed_.epoch;
     last_safe_end_ = v.cut;
     for (Peer& p : peers_) {
       const ValueMember* m = find_member(v, p.id);

@@ -36,7 +36,10 @@ bool Engine::deliver() {
            std::to_string(static_cast<int>(h->kind)) + ")");
       return n > 0;
     }
-    if (skipped < early_.size() && early_[skipped] == pos) {
+    if (h->kind == EntryKind::View && fresh_view_ && h->aux < fresh_epoch_) {
+      // A view we were not in, recorded for the continuing members at the
+      // cut where we start.
+    } else if (skipped < early_.size() && early_[skipped] == pos) {
       ++skipped;  // delivered ahead already
     } else {
       bool completes = !(h->flags & kFragment) || (h->flags & kFragLast);
@@ -130,6 +133,7 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
     staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
   if (h.kind == EntryKind::View) {
+    log_view_epoch_ = std::max(log_view_epoch_, h.aux);
     on_view_entry(payload, h.length);
     d.fresh = fresh_view_;
     fresh_view_ = false;

@@ -23,27 +23,36 @@ uint64_t Engine::log_limit() const {
   return oldest + cfg_.log_bytes;
 }
 
+bool Engine::append_view(const ViewValue& v) {
+  std::vector<ViewMember> members;
+  for (uint32_t i = 0; i < v.count; ++i)
+    members.push_back(ViewMember{v.members[i].id, v.members[i].incarnation});
+  size_t bytes = members.size() * sizeof(ViewMember);
+  EntryHeader* h = log_writer_.reserve(bytes, log_limit());
+  if (!h) return false;
+  EntryHeader hdr;
+  hdr.gseq = next_gseq_++;
+  hdr.sender = v.sequencer;
+  hdr.kind = EntryKind::View;
+  hdr.length = static_cast<uint32_t>(bytes);
+  hdr.aux = v.epoch;
+  std::memcpy(h, &hdr, sizeof(hdr));
+  std::memcpy(reinterpret_cast<std::byte*>(h + 1), members.data(), bytes);
+  ++counters_.sequenced_entries;
+  return true;
+}
+
 bool Engine::sequence_inbound() {
   bool did = false;
   bool log_full = false;
   if (!view_appended_) {
     // Every view's part of the log starts with the view itself.
-    std::vector<ViewMember> members;
-    for (uint32_t i = 0; i < installed_.count; ++i)
-      members.push_back(ViewMember{installed_.members[i].id, installed_.members[i].incarnation});
-    size_t bytes = members.size() * sizeof(ViewMember);
-    EntryHeader* h = log_writer_.reserve(bytes, log_limit());
-    if (!h) return false;
-    EntryHeader hdr;
-    hdr.gseq = next_gseq_++;
-    hdr.sender = cfg_.self;
-    hdr.kind = EntryKind::View;
-    hdr.length = static_cast<uint32_t>(bytes);
-    hdr.aux = installed_.epoch;
-    std::memcpy(h, &hdr, sizeof(hdr));
-    std::memcpy(reinterpret_cast<std::byte*>(h + 1), members.data(), bytes);
+    if (missing_view_) {
+      if (!append_view(prev_installed_)) return false;
+      missing_view_ = false;
+    }
+    if (!append_view(installed_)) return false;
     view_appended_ = true;
-    ++counters_.sequenced_entries;
     did = true;
   }
   uint64_t limit = log_limit();
