@@ -30,7 +30,7 @@ using ordering::ViewMember;
 // The aux field of a Join entry.
 inline constexpr uint32_t kJoinRegular = 0;      // a process joins (cpg_join): pid, name
 inline constexpr uint32_t kJoinSync = 1;         // announcement: encode_sync() payload
-inline constexpr uint32_t kJoinSyncRequest = 2;  // "announce your members again": no payload
+inline constexpr uint32_t kJoinSyncDone = 2;     // "my announcements are in": encode_marker()
 
 // The payload of a View delivery: ViewMember[n], ascending non-zero ids.
 // False + why when it is not that.

@@ -365,7 +365,7 @@ void Server::idle_block() {
     // Still forming the first view, or delivery paused until a client makes
     // room (clients do not signal consumption): look again soon.
     if (view_epoch_ == 0 || engine_->delivery_paused() || !deferred_leaves_.empty() || closing ||
-        announce_pending_ || sync_request_pending_)
+        announce_pending_ || marker_epoch_ != 0)
       timeout = 1;
     ++counters_.sleeps;
     poll_control(timeout);

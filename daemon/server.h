@@ -21,6 +21,7 @@
 #include "daemon/groups.h"
 #include "daemon/membership.h"
 #include "daemon/status_request.h"
+#include "daemon/sync_barrier.h"
 #include "ordering/engine.h"
 #include "transport/fabric.h"
 
@@ -57,10 +58,13 @@ struct ServerCounters {
   uint64_t confchgs = 0, totem_confchgs = 0;
   // Membership (server_membership.cpp)
   uint64_t views_applied = 0;
-  uint64_t nodedown_members = 0;                       // processes removed because their node left
-  uint64_t nodeup_members = 0;                         // processes learned from sync announcements
-  uint64_t sync_announcements = 0, sync_requests = 0;  // entries we sent
-  uint64_t quorum_losses = 0;
+  uint64_t nodedown_members = 0;                      // processes removed because their node left
+  uint64_t nodeup_members = 0;                        // processes learned from sync announcements
+  uint64_t sync_announcements = 0, sync_markers = 0;  // entries we sent
+  // Data not handed out because its sender and this node are on two sides
+  // of a join-list sync that has not reached its merge point.
+  uint64_t data_before_merge = 0;
+  uint64_t quorum_losses = 0, exclusions = 0;
   uint64_t try_again_no_quorum = 0;    // joins/leaves refused while blocked
   uint64_t leaves_before_sync = 0;     // leaves of members a sync had not told us yet
   uint64_t data_from_non_members = 0;  // dropped: the sender is not (yet) a member here
@@ -167,14 +171,14 @@ class Server {
   // Each round: follows the engine's membership state (logs changes, blocks
   // or unblocks sends, drops remote members when the quorum is lost).
   void watch_membership();
-  // Sends pending sync announcements / a sync request; true if any went out.
+  // Sends pending sync announcements, then the marker; true if any went out.
   bool send_sync();
+  bool send_marker();
+  // The merge point of the sync: applies the other side's held entries.
+  void merge_held();
   void drop_remote(const std::function<bool(uint32_t)>& gone);
   void set_block(ipc::MembershipBlock b);
   bool blocked() const { return block_ != ipc::MembershipBlock::Open; }
-  // A Leave that does not apply is expected from a node whose members we
-  // are still learning (its sync announcement follows the leave).
-  bool syncing(uint32_t node) const;
 
   Config cfg_;
   transport::ClusterKey key_;
@@ -219,17 +223,18 @@ class Server {
   uint32_t view_sequencer_ = 0;
   ordering::Membership last_state_ = ordering::Membership::Forming;
   ipc::MembershipBlock block_ = ipc::MembershipBlock::Open;
-  // The remote members were removed locally (no quorum) and must be
-  // learned again once this node is back in a view.
+  // The remote members were removed locally (excluded from a view); the
+  // view that takes this node back is fresh and re-learns them.
   bool remote_dropped_ = false;
-  // Sync: announce every local group again / ask the others to.
+  // Sync: announce every local group again, then send the marker for
+  // marker_epoch_ (0: none due).
   bool announce_pending_ = false;
   std::vector<uint32_t> announce_groups_;  // local indexes still to announce
-  bool sync_request_pending_ = false;
-  // Nodes whose members this daemon learns by sync in the current view (all
-  // remote nodes when syncing_all_).
-  std::vector<uint32_t> syncing_nodes_;
-  bool syncing_all_ = false;
+  uint32_t marker_epoch_ = 0;
+  SyncBarrier barrier_;
+  // merge_held() is applying entries: a Leave of a process never announced
+  // left before its node's announcement.
+  bool applying_held_ = false;
   // Log positions restart at the cut when this node begins a new history
   // (fresh view) and may go down. Clients track what they hold by position,
   // so until delivery passes the highest position of the old history,

@@ -118,6 +118,15 @@ void Server::handle_request(Client& c, const std::byte* msg, size_t len) {
 
 void Server::run_deferred(Client& c) {
   if (c.closing || c.broken) return;
+  // Without a quorum the published messages may wait indefinitely: a join
+  // or leave behind them is refused now (nothing happened, the caller may
+  // retry) instead of blocking its caller until the quorum is back.
+  if (blocked() && (c.deferred == ipc::MsgType::Join || c.deferred == ipc::MsgType::Leave)) {
+    ipc::MsgType t = c.deferred;
+    c.deferred = ipc::MsgType::Wake;
+    ++counters_.try_again_no_quorum;
+    return reply_status(c, t, ipc::Status::TryAgain);
+  }
   // Wait while the ring holds records or a large message is half sent.
   if (c.requests.used() != 0 || c.chunk.active || c.zcb.active) return;
   const char* why = nullptr;

@@ -172,7 +172,9 @@ void Server::on_delivery(const Delivery& d) {
   max_position_ = std::max(max_position_, d.position);
   switch (d.kind) {
     case EntryKind::Data:
-      if (Group* g = groups_.route(d.sender, d.group)) {
+      if (barrier_.learning() || barrier_.holds(d.sender)) {
+        ++counters_.data_before_merge;
+      } else if (Group* g = groups_.route(d.sender, d.group)) {
         // Only from members: a node that has just come into the view may
         // deliver a message of a process whose sync announcement (or whose
         // NODEUP) it has not applied yet; its clients never saw it join.
@@ -335,6 +337,7 @@ Client* Server::match_own(const Delivery& d) {
 
 void Server::on_membership(const Delivery& d) {
   if (d.kind == EntryKind::Join && d.aux != kJoinRegular) return on_sync(d);
+  if (d.sender != cfg_.nodeid && barrier_.holds(d.sender)) return barrier_.hold(d);
   std::string_view name(reinterpret_cast<const char*>(d.data), d.len);
   Client* own = d.sender == cfg_.nodeid ? match_own(d) : nullptr;
   Confchg ev;
@@ -343,7 +346,7 @@ void Server::on_membership(const Delivery& d) {
                 ? groups_.apply_join(d.sender, d.group, d.pid, name, ev, why)
                 : groups_.apply_leave(d.sender, d.group, d.pid, d.aux, name, ev, why);
   if (!ok) {
-    if (d.kind == EntryKind::Leave && syncing(d.sender)) {
+    if (d.kind == EntryKind::Leave && applying_held_) {
       // Left before its node's sync announcement reached us: we never knew it.
       ++counters_.leaves_before_sync;
       return;

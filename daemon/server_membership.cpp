@@ -3,11 +3,15 @@
 //    group with NODEDOWN, one confchg per group, the same at every daemon;
 //    then clients with a totem_confchg callback get the new ring;
 //  * on a view that brings a node in, every daemon announces its local
-//    members through the log; unknown ones are applied with NODEUP;
+//    members through the log and then sends a marker; the other side's
+//    membership entries are applied together where the last marker lands
+//    (daemon/sync_barrier.h), with NODEUP for the members learned;
 //  * the engine's state: without a quorum (or while the view changes) sends,
-//    joins and leaves get CS_ERR_TRY_AGAIN, and on losing the quorum the
-//    local clients see every remote member leave (NODEDOWN), as on
-//    Corosync's minority side. Back in a view, the members are learned again.
+//    joins and leaves get CS_ERR_TRY_AGAIN. Membership changes only with an
+//    agreed view: a node that lost the quorum keeps showing the last view
+//    (it may well continue in the next one); once it learns it was excluded
+//    its clients see every remote member leave (NODEDOWN), as on Corosync's
+//    minority side, and learn them again when it is taken back.
 #include <algorithm>
 #include <cstring>
 
@@ -19,12 +23,6 @@ using ordering::Delivery;
 using ordering::EntryKind;
 using ordering::Membership;
 using ordering::SendResult;
-
-bool Server::syncing(uint32_t node) const {
-  if (node == cfg_.nodeid) return false;
-  return syncing_all_ ||
-         std::find(syncing_nodes_.begin(), syncing_nodes_.end(), node) != syncing_nodes_.end();
-}
 
 void Server::drop_remote(const std::function<bool(uint32_t)>& gone) {
   for (const Confchg& ev : groups_.drop_nodes(gone)) {
@@ -69,35 +67,56 @@ void Server::on_view(const Delivery& d) {
     drop_remote([&](uint32_t n) {
       return std::find(diff.departed.begin(), diff.departed.end(), n) != diff.departed.end();
     });
-  bool relearn = remote_dropped_;
   view_ = std::move(next);
   view_epoch_ = d.aux;
   view_sequencer_ = d.sender;
-  for (Client* c : active_)
-    if (c->hello && (c->model_flags & ipc::kWantsTotemConfchg)) send_totem(*c);
-
-  // Whom we learn members from in this view (their leaves may precede
-  // their announcements).
-  syncing_all_ = diff.drop_all_remote || relearn;
-  syncing_nodes_ = diff.added;
-  if (diff.announce) {
+  if (barrier_.on_view(d.aux, view_, diff.added, diff.departed, d.fresh, self)) {
     announce_pending_ = true;
     announce_groups_.clear();
+    marker_epoch_ = d.aux;
+    // Before the clients hear of the view: a process on the learning side
+    // must not send until it is a member everywhere.
+    if (barrier_.learning()) set_block(ipc::MembershipBlock::Changing);
   }
-  // Back from a quorum loss without anyone new in the view: nobody else
-  // announces, so ask them to.
-  if (relearn && !diff.announce && !diff.drop_all_remote) sync_request_pending_ = true;
   remote_dropped_ = false;
+  for (Client* c : active_)
+    if (c->hello && (c->model_flags & ipc::kWantsTotemConfchg)) send_totem(*c);
+}
+
+void Server::merge_held() {
+  std::vector<HeldEntry> held = barrier_.release();
+  if (held.empty()) return;
+  log("join-list sync of view " + std::to_string(view_epoch_) + " complete: applying " +
+      std::to_string(held.size()) + " membership entries of the other side");
+  applying_held_ = true;
+  for (const HeldEntry& e : held) {
+    Delivery d;
+    d.kind = e.kind;
+    d.sender = e.sender;
+    d.group = e.group;
+    d.pid = e.pid;
+    d.aux = e.aux;
+    d.data = e.data.data();
+    d.len = e.data.size();
+    on_membership(d);
+  }
+  applying_held_ = false;
 }
 
 void Server::on_sync(const Delivery& d) {
-  if (d.sender == cfg_.nodeid) return;  // we know our own members
-  if (d.aux == kJoinSyncRequest) {
-    // Someone lost track of the members (it was without a quorum).
-    announce_pending_ = true;
-    announce_groups_.clear();
+  if (d.aux == kJoinSyncDone) {
+    uint32_t epoch = 0;
+    if (!decode_marker(d.data, d.len, epoch)) {
+      ++counters_.bad_membership_entries;
+      log("ignoring a sync marker of " + std::to_string(d.len) + " bytes from node " +
+          std::to_string(d.sender));
+      return;
+    }
+    if (barrier_.marker(d.sender, epoch)) merge_held();
     return;
   }
+  if (d.sender == cfg_.nodeid) return;  // we know our own members
+  if (barrier_.holds(d.sender)) return barrier_.hold(d);
   std::string why;
   std::string_view name;
   std::vector<uint32_t> pids;
@@ -116,15 +135,7 @@ void Server::on_sync(const Delivery& d) {
 
 bool Server::send_sync() {
   bool did = false;
-  if (sync_request_pending_) {
-    SendResult r =
-        engine_->send(EntryKind::Join, ordering::Guarantee::Agreed, 0, 0, {}, kJoinSyncRequest);
-    if (r != SendResult::Ok) return false;
-    sync_request_pending_ = false;
-    ++counters_.sync_requests;
-    did = true;
-  }
-  if (!announce_pending_) return did;
+  if (!announce_pending_) return send_marker() || did;
   if (announce_groups_.empty()) {
     // Which local groups have members to announce (computed when the
     // announcing starts; their members are taken when each one is sent).
@@ -133,10 +144,7 @@ bool Server::send_sync() {
           std::find(announce_groups_.begin(), announce_groups_.end(), c->handle.index) ==
               announce_groups_.end())
         announce_groups_.push_back(c->handle.index);
-    if (announce_groups_.empty()) {
-      announce_pending_ = false;
-      return did;
-    }
+    if (announce_groups_.empty()) announce_pending_ = false;
   }
   while (!announce_groups_.empty()) {
     uint32_t index = announce_groups_.back();
@@ -174,7 +182,24 @@ bool Server::send_sync() {
     announce_groups_.pop_back();
   }
   announce_pending_ = false;
-  return did;
+  return send_marker() || did;
+}
+
+bool Server::send_marker() {
+  // After the announcements (one node's entries stay in order in the log);
+  // a marker of an older view counts for nothing.
+  if (marker_epoch_ == 0 || announce_pending_) return false;
+  if (!barrier_.pending() || barrier_.epoch() != marker_epoch_) {
+    marker_epoch_ = 0;
+    return false;
+  }
+  std::vector<std::byte> payload = encode_marker(marker_epoch_);
+  if (engine_->send(EntryKind::Join, ordering::Guarantee::Agreed, 0, 0, payload, kJoinSyncDone) !=
+      SendResult::Ok)
+    return false;
+  marker_epoch_ = 0;
+  ++counters_.sync_markers;
+  return true;
 }
 
 void Server::watch_membership() {
@@ -200,11 +225,12 @@ void Server::watch_membership() {
         break;
     }
     log(line);
-    // Without a quorum this node delivers nothing more of the others: its
-    // clients see them go, as on Corosync's minority side.
-    bool cut_off = v.state == Membership::NoQuorum || (v.state == Membership::Forming && had_view);
-    if (cut_off && !remote_dropped_ && had_view) {
-      ++counters_.quorum_losses;
+    // Excluded from a view: this node's history ends here, its clients see
+    // the others go (it will be taken back fresh). Merely without a quorum
+    // it may still continue in the next view: nothing changes until then.
+    if (v.state == Membership::NoQuorum) ++counters_.quorum_losses;
+    if (v.state == Membership::Forming && had_view && !remote_dropped_) {
+      ++counters_.exclusions;
       remote_dropped_ = true;
       const uint32_t self = cfg_.nodeid;
       drop_remote([self](uint32_t n) { return n != self; });
@@ -213,16 +239,9 @@ void Server::watch_membership() {
   ipc::MembershipBlock b = ipc::MembershipBlock::Open;
   if (v.state == Membership::NoQuorum || (v.state == Membership::Forming && had_view))
     b = ipc::MembershipBlock::NoQuorum;
-  else if (v.state == Membership::Changing)
+  else if (v.state == Membership::Changing || barrier_.learning())
     b = ipc::MembershipBlock::Changing;
   if (b != block_) set_block(b);
-  // The quorum came back in the same view (no View entry follows): the
-  // others still have our members, we must learn theirs again.
-  if (remote_dropped_ && v.state == Membership::Normal && v.epoch == view_epoch_) {
-    remote_dropped_ = false;
-    syncing_all_ = true;
-    sync_request_pending_ = true;
-  }
 }
 
 }  // namespace rcpg::daemon

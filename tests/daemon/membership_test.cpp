@@ -8,6 +8,7 @@
 
 #include "daemon/groups.h"
 #include "daemon/membership.h"
+#include "daemon/sync_barrier.h"
 
 namespace rcpg::daemon {
 namespace {
@@ -246,6 +247,145 @@ TEST(ViewsAndGroups, NodeDownRestartAndCutOffGiveIdenticalConfchgs) {
     EXPECT_EQ(x.t.find("g")->members.size(), 2u);
     EXPECT_EQ(x.t.find("h")->members.size(), 1u);
   }
+}
+
+// ---------------------------------------------------------------- merge point
+
+ordering::Delivery join_entry(uint32_t sender, uint32_t pid, const std::vector<std::byte>& data) {
+  ordering::Delivery d;
+  d.kind = ordering::EntryKind::Join;
+  d.sender = sender;
+  d.group = 1;
+  d.pid = pid;
+  d.aux = kJoinSync;
+  d.data = data.data();
+  d.len = data.size();
+  return d;
+}
+
+TEST(SyncBarrier, FreshNodeHoldsEveryoneUntilTheLastMarker) {
+  SyncBarrier b;
+  V view = {{1, 10}, {2, 20}, {3, 31}};
+  std::vector<uint32_t> added = {1, 2}, departed = {1, 2};
+  ASSERT_TRUE(b.on_view(7, view, added, departed, true, 3));
+  EXPECT_TRUE(b.learning());
+  EXPECT_TRUE(b.holds(1));
+  EXPECT_TRUE(b.holds(2));
+  EXPECT_FALSE(b.holds(3));
+  std::vector<std::byte> payload = encode_sync("g", std::vector<uint32_t>{100});
+  b.hold(join_entry(1, 0, payload));
+  b.hold(join_entry(2, 0, payload));
+  EXPECT_FALSE(b.marker(1, 6));  // an older view's marker counts for nothing
+  EXPECT_FALSE(b.marker(1, 7));
+  EXPECT_FALSE(b.marker(3, 7));
+  EXPECT_TRUE(b.learning());
+  EXPECT_TRUE(b.marker(2, 7));
+  EXPECT_FALSE(b.pending());
+  EXPECT_FALSE(b.learning());
+  EXPECT_FALSE(b.holds(1));
+  std::vector<HeldEntry> held = b.release();
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[0].sender, 1u);
+  EXPECT_EQ(held[1].sender, 2u);
+  EXPECT_EQ(held[1].data, payload);
+  EXPECT_EQ(b.held(), 0u);
+  EXPECT_FALSE(b.marker(2, 7));  // late duplicates change nothing
+}
+
+TEST(SyncBarrier, ContinuingNodeHoldsOnlyTheNewcomers) {
+  SyncBarrier b;
+  V view = {{1, 10}, {2, 20}, {3, 31}};
+  std::vector<uint32_t> added = {3}, departed = {3};
+  ASSERT_TRUE(b.on_view(7, view, added, departed, false, 1));
+  EXPECT_FALSE(b.learning());
+  EXPECT_FALSE(b.holds(2));
+  EXPECT_TRUE(b.holds(3));
+  // A view that only drops nodes, with nothing pending, needs no merge.
+  SyncBarrier c;
+  EXPECT_FALSE(c.on_view(7, V{{1, 10}, {2, 20}}, {}, std::vector<uint32_t>{3}, false, 1));
+  EXPECT_FALSE(c.holds(3));
+  // Alone in a fresh view: nobody to learn.
+  EXPECT_FALSE(c.on_view(8, V{{1, 10}}, {}, {}, true, 1));
+  EXPECT_FALSE(c.learning());
+}
+
+TEST(SyncBarrier, ViewChangeBeforeTheMergeRestartsItWithoutTheDeparted) {
+  SyncBarrier b;
+  std::vector<uint32_t> added = {3, 4}, none;
+  ASSERT_TRUE(b.on_view(7, V{{1, 10}, {2, 20}, {3, 31}, {4, 40}}, added, none, false, 1));
+  std::vector<std::byte> payload = encode_sync("g", std::vector<uint32_t>{300});
+  b.hold(join_entry(3, 0, payload));
+  b.hold(join_entry(4, 0, payload));
+  EXPECT_FALSE(b.marker(1, 7));
+  EXPECT_FALSE(b.marker(2, 7));
+  EXPECT_FALSE(b.marker(3, 7));
+  // Node 4 dies before its marker: the merge starts over in view 8, and
+  // every member must say again that its announcements are in.
+  std::vector<uint32_t> gone = {4};
+  ASSERT_TRUE(b.on_view(8, V{{1, 10}, {2, 20}, {3, 31}}, none, gone, false, 1));
+  EXPECT_TRUE(b.holds(3));
+  EXPECT_FALSE(b.holds(4));
+  EXPECT_EQ(b.held(), 1u);
+  EXPECT_FALSE(b.marker(1, 8));
+  EXPECT_FALSE(b.marker(2, 8));
+  EXPECT_FALSE(b.marker(4, 8));  // not a member any more
+  EXPECT_TRUE(b.marker(3, 8));
+  ASSERT_EQ(b.release().size(), 1u);
+  // The only newcomer leaves before the merge point: nothing to merge.
+  ASSERT_TRUE(b.on_view(9, V{{1, 10}, {2, 20}, {3, 31}, {5, 50}}, std::vector<uint32_t>{5}, none,
+                        false, 1));
+  b.hold(join_entry(5, 0, payload));
+  EXPECT_FALSE(
+      b.on_view(10, V{{1, 10}, {2, 20}, {3, 31}}, none, std::vector<uint32_t>{5}, false, 1));
+  EXPECT_FALSE(b.pending());
+  EXPECT_EQ(b.held(), 0u);
+}
+
+// Three daemons read the same log: 1 and 2 continue, 3 is new. Data is
+// handed out on both sides exactly from the same point on.
+TEST(SyncBarrier, EveryDaemonMergesAtTheSameEntry) {
+  struct Entry {
+    uint32_t sender;
+    bool marker;
+  };
+  // Data and markers in log order after the view (marker epoch 7).
+  std::vector<Entry> log = {{1, false}, {3, false}, {2, true},  {2, false}, {3, true},
+                            {1, false}, {1, true},  {3, false}, {2, false}};
+  V view = {{1, 10}, {2, 20}, {3, 30}};
+  std::vector<std::vector<bool>> handed(3);
+  for (uint32_t self = 1; self <= 3; ++self) {
+    SyncBarrier b;
+    std::vector<uint32_t> added, departed;
+    if (self == 3)
+      added = {1, 2};
+    else
+      added = {3};
+    b.on_view(7, view, added, departed, self == 3, self);
+    for (const Entry& e : log) {
+      if (e.marker) {
+        b.marker(e.sender, 7);
+        handed[self - 1].push_back(false);
+      } else {
+        handed[self - 1].push_back(!b.learning() && !b.holds(e.sender));
+      }
+    }
+  }
+  // Before the merge (entry 6, node 1's marker) nodes 1 and 2 hand out each
+  // other's data only, node 3 nothing; afterwards everyone everything.
+  EXPECT_EQ(handed[0],
+            (std::vector<bool>{true, false, false, true, false, true, false, true, true}));
+  EXPECT_EQ(handed[1], handed[0]);
+  EXPECT_EQ(handed[2],
+            (std::vector<bool>{false, false, false, false, false, false, false, true, true}));
+}
+
+TEST(SyncBarrier, MarkerPayload) {
+  uint32_t epoch = 0;
+  std::vector<std::byte> m = encode_marker(42);
+  ASSERT_TRUE(decode_marker(m.data(), m.size(), epoch));
+  EXPECT_EQ(epoch, 42u);
+  EXPECT_FALSE(decode_marker(m.data(), 3, epoch));
+  EXPECT_FALSE(decode_marker(nullptr, 0, epoch));
 }
 
 }  // namespace
