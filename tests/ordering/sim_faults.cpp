@@ -143,6 +143,7 @@ void FaultCluster::start_node(size_t i) {
   n.view.clear();
   n.view_epoch = 0;
   n.had_view = false;
+  n.early_send_epoch = 0;
   n.next_sseq = 1;
   n.large_hold.clear();
   n.stopped.clear();
@@ -221,6 +222,7 @@ SendResult FaultCluster::send(size_t i, const MsgSpec& spec) {
     n.next_sseq += frags;
     ++send_ok_;
     histories_[n.history].send(log.name, counter);
+    if (!n.had_view && n.early_send_epoch == 0) n.early_send_epoch = n.engine->view().epoch;
     if (s.len > mf) {
       std::swap(n.large_hold, payload);  // streamed from this buffer by progress()
       ++large_msgs_;
@@ -368,7 +370,11 @@ void FaultCluster::on_view(size_t i, const Delivery& d) {
                 std::to_string(d.sender) + ", another node's came from node " +
                 std::to_string(it->second));
   checker::History& h = histories_[n.history];
-  if (d.fresh && n.had_view) {
+  // Sends accepted in a view whose View this node never delivered (it was
+  // cut off first) belong to the history the fresh view voids, as much as
+  // those of a view it did deliver.
+  bool sent_before = n.early_send_epoch != 0 && n.early_send_epoch != d.aux;
+  if (d.fresh && (n.had_view || sent_before)) {
     h.fresh();
     ++fresh_rejoins_;
   }

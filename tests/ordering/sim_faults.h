@@ -149,6 +149,9 @@ class FaultCluster {
     std::vector<ViewMember> view;  // members of the last View delivered
     uint32_t view_epoch = 0;
     bool had_view = false;
+    // Epoch the engine had installed when it first accepted a send before
+    // any View was delivered here (0: none).
+    uint32_t early_send_epoch = 0;
     uint64_t next_sseq = 1;
     std::vector<std::byte> scratch, large_hold;
     std::string stopped;  // the engine's "engine stopped: ..." line
