@@ -445,10 +445,15 @@ void Engine::advance_round() {
 // (greedy: us, then members of the current view, then joiners, by id).
 // The cut is the longest log any continuing member holds; the sequencer is
 // the lowest continuing member, which therefore has the whole log.
+// Continuing members hold the log from the installed view's cut on at
+// least (those that joined it afresh hold nothing before it), so any of
+// them can be the holder; a member whose fetch up to that cut failed
+// holds less and starts afresh instead.
 bool Engine::compose_value(ViewValue& v, std::string& why) const {
   auto continuing = [&](size_t s) {
     const StateMsg& st = round_.states[s];
-    if (!have_view_ || st.view_epoch != installed_.epoch) return false;
+    if (!have_view_ || st.view_epoch != installed_.epoch || st.received < installed_.cut)
+      return false;
     for (uint32_t i = 0; i < installed_.count; ++i)
       if (installed_.members[i].id == peers_[s].id)
         return installed_.members[i].incarnation == st.incarnation;
