@@ -129,7 +129,11 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   // Not at the sequencer: it takes credit as it sequences (sequence_inbound),
   // so more of its records than staging_marks_ has slots can be waiting for
   // delivery, and a reused slot would credit space it has not consumed yet.
-  if (h.sender == cfg_.self && h.kind != EntryKind::View && !is_sequencer())
+  // The same holds for a member delivering records from before a view
+  // change late (its credit was set from the cut meanwhile, and newer
+  // records may have reused the slot): only a mark still its own counts.
+  if (h.sender == cfg_.self && h.kind != EntryKind::View && !is_sequencer() &&
+      h.sseq + staging_marks_.size() > next_sseq_)
     staging_credit_ = std::max(staging_credit_, staging_marks_[h.sseq % staging_marks_.size()]);
   Delivery d;
   if (h.kind == EntryKind::View) {
