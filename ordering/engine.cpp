@@ -311,7 +311,9 @@ void Engine::handle_completions() {
             // Wedged: what we hold is frozen for the view change. Filling,
             // or not installed yet: the sequencer announces again once our
             // Resume reaches it.
-            if (p->id != sequencer_ || !have_view_ || wedged_ || filling_ || resume_pending_) break;
+            if (p->id != sequencer_ || p->lost || !have_view_ || wedged_ || filling_ ||
+                resume_pending_)
+              break;
             // Beyond a log size ahead: an announcement of an older history
             // (we started afresh at a lower position); no sequencer writes
             // that far.
@@ -320,7 +322,7 @@ void Engine::handle_completions() {
             break;
           }
           case ImmType::Inbound: {
-            if (!is_sequencer() || !p->in_view || !p->resumed) break;
+            if (!is_sequencer() || !p->in_view || p->lost || !p->resumed) break;
             uint64_t pos = imm_pos(c.imm, p->inbound_end);
             if (pos > p->inbound_read + cfg_.inbound_bytes) {
               ++counters_.protocol_errors;
@@ -344,7 +346,7 @@ void Engine::handle_completions() {
             }
             break;
           case ImmType::Ack: {
-            if (!is_sequencer() || !p->in_view) break;
+            if (!is_sequencer() || !p->in_view || p->lost) break;
             AckSlot a;
             std::memcpy(&a, ctrl_->data + p->slot * sizeof(AckSlot), sizeof(a));
             if (a.delivered <= a.received && a.received <= log_writer_.tail) {

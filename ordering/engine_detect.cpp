@@ -78,6 +78,7 @@ void Engine::suspect(Peer& p, const std::string& why) {
   if (p.self || p.suspected) return;
   bool mattered = p.introduced || p.in_view;
   p.suspected = true;
+  if (p.in_view) p.lost = true;
   if (mattered) {
     ++counters_.suspicions;
     if (first_suspect_us_ == 0 && p.in_view) first_suspect_us_ = now_;

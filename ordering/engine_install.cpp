@@ -105,6 +105,7 @@ void Engine::install(const ViewValue& v) {
     // into our memory any more.
     if (p.in_view && !member && p.introduced) suspect(p, "not in view " + std::to_string(v.epoch));
     p.in_view = member && me;
+    p.lost = false;
     if (member) p.epoch = std::max(p.epoch, v.epoch);
     p.resumed = false;
     if (p.early_resume_epoch == v.epoch && p.in_view && v.sequencer == cfg_.self) {

@@ -234,7 +234,7 @@ bool Engine::send_ack() {
   }
   if (wedged_ || !have_view_) return false;
   Peer* seq = peer_by_id(sequencer_);
-  if (!seq || !seq->introduced || !seq->in_view) return false;
+  if (!seq || !seq->introduced || !seq->in_view || seq->lost) return false;
   AckSlot a{received_, done};
   std::memcpy(ack_src_->data, &a, sizeof(a));
   if (!ep_.post_write_imm(seq->conn, *ack_src_, 0, seq->hello.ctrl, self_slot_ * sizeof(AckSlot),

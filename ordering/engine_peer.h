@@ -45,6 +45,12 @@ struct Engine::Peer {
   uint64_t reconnect_at_us = 0;  // we connect to lower ids: next attempt
   bool connecting = false;       // an attempt of ours is under way
   bool in_view = false;          // member of the installed view (this incarnation)
+  // Suspected since the view was installed. Writes to it may have been
+  // dropped with the old connection, and a stale sequencer would write its
+  // old log into a mirror that moved on: neither side goes on with this
+  // view's ring positions, even once it is back on a new connection (the
+  // view changes, and the new one resets them).
+  bool lost = false;
   // Highest sseq of its records in the log as far as we have passed it in
   // order (receiver-side de-duplication after a rejoin), and as sequenced
   // by us (the sequencer's de-duplication of re-sent records).

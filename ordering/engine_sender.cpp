@@ -222,7 +222,7 @@ bool Engine::flush_staging() {
   if (resume_pending_ && !send_resume()) return did;
   if (wedged_ || is_sequencer() || staging_posted_ == staging_writer_.tail) return did;
   Peer* seq = peer_by_id(sequencer_);
-  if (!seq || !seq->introduced || !seq->in_view) return did;
+  if (!seq || !seq->introduced || !seq->in_view || seq->lost) return did;
   if (!post_staging(seq->conn, staging_posted_, staging_writer_.tail, true)) return true;
   ++counters_.inbound_batches;
   return true;

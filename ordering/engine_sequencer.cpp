@@ -57,7 +57,7 @@ bool Engine::sequence_inbound() {
   }
   uint64_t limit = log_limit();
   for (Peer& p : peers_) {
-    if (!p.in_view || !(p.self || p.resumed)) continue;
+    if (!p.in_view || p.lost || !(p.self || p.resumed)) continue;
     const std::byte* base = p.self ? staging_->data : inbound_->data + p.slot * cfg_.inbound_bytes;
     uint64_t end = p.self ? staging_writer_.tail : p.inbound_end;
     RingReader reader{base, cfg_.inbound_bytes};
@@ -142,7 +142,8 @@ void Engine::commit_fragment(Peer& p, const EntryHeader& h) {
 bool Engine::replicate() {
   bool did = false;
   for (Peer& p : peers_) {
-    if (p.self || !p.in_view || !p.introduced || p.repl_posted == log_writer_.tail) continue;
+    if (p.self || !p.in_view || p.lost || !p.introduced || p.repl_posted == log_writer_.tail)
+      continue;
     if (post_range(p.conn, *log_, cfg_.log_bytes, p.repl_posted, log_writer_.tail, p.hello.log, 0,
                    ImmType::Log)) {
       p.repl_posted = log_writer_.tail;
@@ -161,7 +162,7 @@ bool Engine::publish_stability() {
   bool did = false;
   for (Peer& p : peers_) {
     // Only members that may be waiting on a SAFE entry need the watermark.
-    if (p.self || !p.in_view || !p.introduced || p.stable_sent >= stable_ ||
+    if (p.self || !p.in_view || p.lost || !p.introduced || p.stable_sent >= stable_ ||
         p.stable_sent >= last_safe_end_)
       continue;
     if (ep_.post_write_imm(p.conn, *ack_src_, 0, p.hello.ctrl, 0, 0,

@@ -288,7 +288,7 @@ bool Engine::wants_change(std::string& why) {
     if (slot == SIZE_MAX) continue;
     const Peer* p = &peers_[slot];
     if (p->self) continue;
-    if (!p->introduced || p->suspected || p->incarnation != m.incarnation) {
+    if (!p->introduced || p->suspected || p->lost || p->incarnation != m.incarnation) {
       why = "lost member " + std::to_string(m.id);
       return true;
     }
