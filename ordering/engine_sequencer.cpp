@@ -142,7 +142,12 @@ void Engine::commit_fragment(Peer& p, const EntryHeader& h) {
 bool Engine::replicate() {
   bool did = false;
   for (Peer& p : peers_) {
-    if (p.self || !p.in_view || p.lost || !p.introduced || p.repl_posted == log_writer_.tail)
+    // Not before its Resume: until it has installed the view it may still
+    // deliver from its old log, which ours overwrites (a member that starts
+    // afresh had its log at positions unrelated to ours), and it ignores
+    // our announcements until then anyway.
+    if (p.self || !p.in_view || p.lost || !p.resumed || !p.introduced ||
+        p.repl_posted == log_writer_.tail)
       continue;
     if (post_range(p.conn, *log_, cfg_.log_bytes, p.repl_posted, log_writer_.tail, p.hello.log, 0,
                    ImmType::Log)) {
