@@ -322,14 +322,19 @@ void Engine::handle_completions() {
             break;
           }
           case ImmType::Inbound: {
-            if (!is_sequencer() || !p->in_view || p->lost || !p->resumed) break;
-            uint64_t pos = imm_pos(c.imm, p->inbound_end);
-            if (pos > p->inbound_read + cfg_.inbound_bytes) {
+            // After its Resume for a view we have not installed yet, its
+            // writes belong to that view: they are this immediate's only
+            // announcement, so keep them for the install.
+            bool early = p->early_resume_epoch != 0;
+            if (!early && (!is_sequencer() || !p->in_view || p->lost || !p->resumed)) break;
+            uint64_t& end = early ? p->early_inbound_end : p->inbound_end;
+            uint64_t pos = imm_pos(c.imm, end);
+            if (pos > (early ? p->early_resume_pos : p->inbound_read) + cfg_.inbound_bytes) {
               ++counters_.protocol_errors;
               log_fn_("node " + std::to_string(p->id) + " overran its inbound ring");
               break;
             }
-            p->inbound_end = std::max(p->inbound_end, pos);
+            end = std::max(end, pos);
             break;
           }
           case ImmType::Credit:

@@ -109,7 +109,8 @@ void Engine::install(const ViewValue& v) {
     if (member) p.epoch = std::max(p.epoch, v.epoch);
     p.resumed = false;
     if (p.early_resume_epoch == v.epoch && p.in_view && v.sequencer == cfg_.self) {
-      p.inbound_read = p.inbound_end = p.early_resume_pos;
+      p.inbound_read = p.early_resume_pos;
+      p.inbound_end = std::max(p.early_resume_pos, p.early_inbound_end);
       p.resumed = true;
       p.reannounce = true;  // once our log starts at the cut (finish_install)
     }
@@ -367,7 +368,7 @@ void Engine::on_resume(Peer& p, const ResumeMsg& m) {
   } else if (!have_view_ || m.epoch > installed_.epoch) {
     // It installed the view before we did (its Commit came first).
     p.early_resume_epoch = m.epoch;
-    p.early_resume_pos = m.position;
+    p.early_resume_pos = p.early_inbound_end = m.position;
   }
 }
 

@@ -61,7 +61,8 @@ struct Engine::Peer {
   // A Resume for a view we have not installed yet (it installed first).
   uint32_t early_resume_epoch = 0;
   uint64_t early_resume_pos = 0;
-  bool reannounce = false;  // sequencer: repeat the log announcement (after its Resume)
+  uint64_t early_inbound_end = 0;  // what it wrote after that Resume
+  bool reannounce = false;         // sequencer: repeat the log announcement (after its Resume)
   // sequencer's view of this node as a sender
   uint64_t inbound_end = 0;   // bytes it has written into our inbound ring
   uint64_t inbound_read = 0;  // bytes we have sequenced
