@@ -445,19 +445,32 @@ void Engine::advance_round() {
 // (greedy: us, then members of the current view, then joiners, by id).
 // The cut is the longest log any continuing member holds; the sequencer is
 // the lowest continuing member, which therefore has the whole log.
-// Continuing members hold the log from the installed view's cut on at
-// least (those that joined it afresh hold nothing before it), so any of
-// them can be the holder; a member whose fetch up to that cut failed
-// holds less and starts afresh instead.
+// The holder must hold [received, cut) of every continuing member. Members
+// that continued into the installed view hold the log from below any
+// continuing member's received; those that joined it afresh hold nothing
+// before its cut: they continue only if nobody's fetch up to that cut
+// failed (else one of them might be the holder of what it never had).
 bool Engine::compose_value(ViewValue& v, std::string& why) const {
-  auto continuing = [&](size_t s) {
+  auto same_view = [&](size_t s, bool& was_continuing) {
     const StateMsg& st = round_.states[s];
-    if (!have_view_ || st.view_epoch != installed_.epoch || st.received < installed_.cut)
-      return false;
+    if (!have_view_ || st.view_epoch != installed_.epoch) return false;
     for (uint32_t i = 0; i < installed_.count; ++i)
-      if (installed_.members[i].id == peers_[s].id)
+      if (installed_.members[i].id == peers_[s].id) {
+        was_continuing = installed_.members[i].continuing != 0;
         return installed_.members[i].incarnation == st.incarnation;
+      }
     return false;
+  };
+  bool short_log = false;
+  for (size_t s = 0; s < peers_.size(); ++s) {
+    bool was = false;
+    if ((round_.answered & bit(s)) && same_view(s, was) &&
+        round_.states[s].received < installed_.cut)
+      short_log = true;
+  }
+  auto continuing = [&](size_t s) {
+    bool was = false;
+    return same_view(s, was) && (was || !short_log);
   };
   std::vector<size_t> order;
   for (size_t s = 0; s < peers_.size(); ++s)
