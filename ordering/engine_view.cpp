@@ -510,6 +510,21 @@ bool Engine::compose_value(ViewValue& v, std::string& why) const {
       v.lineage_hwm[s] = holder->sseq_hwm[s];
       v.lineage_inc[s] = holder->hwm_incarnation[s];
     }
+    // Every continuing member's log is a prefix of the holder's, but the
+    // holder may have come in after some sender's records and know less of
+    // them than another continuing member does.
+    for (size_t k = 0; k < peers_.size(); ++k) {
+      if (!(chosen & bit(k)) || !continuing(k)) continue;
+      const StateMsg& st = round_.states[k];
+      for (size_t s = 0; s < peers_.size(); ++s) {
+        if (v.lineage_inc[s] == 0) {
+          v.lineage_inc[s] = st.hwm_incarnation[s];
+          v.lineage_hwm[s] = st.sseq_hwm[s];
+        } else if (st.hwm_incarnation[s] == v.lineage_inc[s]) {
+          v.lineage_hwm[s] = std::max(v.lineage_hwm[s], st.sseq_hwm[s]);
+        }
+      }
+    }
   } else {
     // Nobody carries a log on: a new history, at positions and sequence
     // numbers no member has used (they only grow at every node).
