@@ -16,6 +16,7 @@ using namespace rcpg::transport;
 
 Engine::Engine(Endpoint& ep, EngineConfig cfg, DeliverFn deliver, LogFn log)
     : ep_(ep), cfg_(std::move(cfg)), deliver_fn_(std::move(deliver)), log_fn_(std::move(log)) {
+  decided_epoch_ = cfg_.epoch_floor;
   if (!log_fn_)
     log_fn_ = [self = cfg_.self](const std::string& line) {
       std::cerr << "rcpg node " << self << ": " << line << "\n";

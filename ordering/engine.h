@@ -79,6 +79,11 @@ struct EngineConfig {
   std::function<uint64_t()> clock;
   // Distinguishes restarts of the same node id; 0 = derive one at start().
   uint32_t incarnation = 0;
+  // The highest view epoch an earlier run of this node knew of (decided_epoch(),
+  // kept on disk by rcpgd, as Corosync keeps its ring id). Without it, nodes
+  // that restart while the one survivor of their old view is cut off could
+  // number a view of theirs like one that survivor already has.
+  uint32_t epoch_floor = 0;
 };
 
 // The payload of a View entry: one per member, ascending id.
@@ -194,6 +199,9 @@ class Engine {
   // and how many we reach now (ourselves included).
   size_t quorum_size() const { return quorum(); }
   size_t reachable() const;
+  // The highest epoch known to be decided (installed, or one that left us
+  // out): worth keeping across restarts as EngineConfig::epoch_floor.
+  uint32_t decided_epoch() const { return decided_epoch_; }
 
   // Multicasts `payload`. Messages up to max_fragment bytes are copied into
   // the staging ring at once. Larger ones are streamed in fragments by later
@@ -465,6 +473,10 @@ class Engine {
   // later round must not run that epoch's Paxos instance again (its members
   // may all be gone, so nobody might report the value).
   uint32_t decided_epoch_ = 0;
+  // Used by an earlier run of a node that answered our round (its epoch
+  // floor): our rounds start above it. Unlike decided_epoch_ this does not
+  // make us ignore that epoch's Commit (it may be a view of ours).
+  uint32_t used_epoch_ = 0;
   bool wedged_ = false;  // from a promise (or quorum loss) until the next install
   uint32_t promised_epoch_ = 0;
   Ballot promised_{};

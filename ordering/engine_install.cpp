@@ -272,7 +272,10 @@ void Engine::finish_install() {
     log_writer_.tail = v.cut;
     next_gseq_ = v.cut_gseq;
     view_appended_ = false;
-    missing_view_ = prev_installed_.epoch != 0 &&
+    // Only where that view's whole prefix is ours: a member that installed
+    // it but could not fetch up to its cut (its holder died) never went
+    // through it, and its members that did delivered more before it.
+    missing_view_ = prev_installed_.epoch != 0 && v.cut >= prev_installed_.cut &&
                     std::max(log_view_epoch_, scan.last_view) < prev_installed_.epoch;
     last_safe_end_ = v.cut;
     for (Peer& p : peers_) {

@@ -232,6 +232,16 @@ void Engine::on_state(Peer& p, const StateMsg& m) {
   // anything decided, even a view whose members are all gone.
   if (!have_view_) decided_epoch_ = std::max(decided_epoch_, m.decided_epoch);
   if (!round_.active || m.epoch != round_.epoch || m.ballot != round_.ballot) return;
+  if (!m.reliable && m.decided_epoch >= round_.epoch && !round_.accepting) {
+    // A restarted node whose earlier run knew this epoch was used (kept on
+    // disk): it cannot take part in it, and nobody may number a second
+    // view like that one. Skip past it.
+    used_epoch_ = std::max(used_epoch_, m.decided_epoch);
+    round_.active = false;
+    start_round("node " + std::to_string(p.id) + " knows epoch " +
+                std::to_string(m.decided_epoch) + " was used: retrying above it");
+    return;
+  }
   if (m.refused) {
     max_ballot_n_ = std::max(max_ballot_n_, m.accepted_ballot.n);
     std::string why = "node " + std::to_string(p.id) + " follows coordinator " +
@@ -328,7 +338,7 @@ void Engine::drive_membership() {
 }
 
 void Engine::start_round(const std::string& why) {
-  uint32_t epoch = std::max(have_view_ ? installed_.epoch : 0, decided_epoch_) + 1;
+  uint32_t epoch = std::max({have_view_ ? installed_.epoch : 0, decided_epoch_, used_epoch_}) + 1;
   if (promised_epoch_ > epoch) epoch = promised_epoch_;
   Ballot b{max_ballot_n_ + 1, cfg_.self, 0};
   max_ballot_n_ = b.n;

@@ -119,6 +119,7 @@ class Checker {
     HistInfo& inf = info_[hi];
     KeySet sent_here;
     bool in_view = false, pending_fresh = true, have_view = false;
+    uint32_t fresh_line = 0;  // line of the last F
     uint64_t last_view = 0;
     uint32_t last_view_line = 0;
     std::vector<size_t> waiting_sends;  // sends made outside a view: their view is the next
@@ -166,6 +167,7 @@ class Checker {
         case Event::Type::Fresh:
           close(Segment::End::Fresh, 0, e.line);
           pending_fresh = true;
+          fresh_line = e.line;
           inf.last_fx = ei;
           break;
         case Event::Type::Kill:
@@ -176,6 +178,10 @@ class Checker {
           ++res_.stats.deliveries;
           Key k{intern(e.origin), e.number};
           auto [it, first] = inf.delivered.emplace(k, e.line);
+          if (!first && it->second < fresh_line) {
+            it->second = e.line;  // delivered in an earlier history: this one's first
+            first = true;
+          }
           if (!first) {
             report("(a) duplicate: " + at(hi, e.line) + " delivers " + msg(k) +
                    " again (first at line " + std::to_string(it->second) + ")");
@@ -255,7 +261,10 @@ class Checker {
                            [&](auto& m) { return belongs(origins_[o], m); }))
             st[o].excused = true;
       } else if (e.type == Event::Type::Fresh) {
-        for (uint32_t o : active) st[o].excused = true;
+        // A new history: FIFO starts over (what it delivered before may
+        // come again, see (a)).
+        for (uint32_t o : active) st[o] = State{};
+        active.clear();
       } else if (e.type == Event::Type::Deliver && e.order != Order::None) {
         uint32_t o = origin_ids_.at(e.origin);
         State& s = st[o];

@@ -34,12 +34,16 @@
 //  (v) views: view numbers increase strictly along each history; every
 //      history that installs view v lists the same members (as a set);
 //      every M lies inside a view; its origin belongs to a member of it.
-//  (a) no duplicates: a history delivers each <origin, seq> at most once.
+//  (a) no duplicates: a history delivers each <origin, seq> at most once
+//      between two F's. A process that was excluded and is back starts a
+//      new history (F; CPG shows every other member leave and come back):
+//      what it delivered on the losing side beyond the cut the others
+//      agreed on reaches it again, re-sent by its senders, as to everyone.
 //  (b) FIFO: in each history, the u-less deliveries (ordered and f) of an
 //      origin have strictly increasing seq, and when seq jumps from a to
 //      b > a + 1, every seq in between was delivered as a `u` message by that
-//      history - unless an F, or a V without a member the origin belongs to,
-//      lies between the two deliveries.
+//      history - unless a V without a member the origin belongs to lies
+//      between the two deliveries. An F starts FIFO over (see (a)).
 //  (c) total order: in each view, every segment's ordered messages form a
 //      contiguous piece of one common sequence: no message has two different
 //      successors or predecessors in two histories, and there is no cycle.

@@ -104,6 +104,12 @@ TEST(HistoryChecker, ExcusedFifoGapsPass) {
   EXPECT_TRUE(check({filled}).ok()) << all(check({filled}));
   auto fresh = parse("a", "H a\nV 1 a b\nM b 1\nF\nV 4 a b\nM b 7\n");
   EXPECT_TRUE(check({fresh}).ok()) << all(check({fresh}));
+  // A new history starts FIFO over: re-sent messages of the old one come
+  // again, in order; out of order within it is still a violation.
+  auto again = parse("a", "H a\nV 1 a b\nM b 5\nM b 6\nF\nV 4 a b\nM b 5\nM b 6\nM b 7\n");
+  EXPECT_TRUE(check({again}).ok()) << all(check({again}));
+  expect_violation(check({parse("a", "H a\nV 1 a b\nM b 5\nF\nV 4 a b\nM b 6\nM b 5\n")}),
+                   "(b) FIFO:", {"a:7"});
   auto away = parse("a", "H a\nV 1 a b\nM b 1\nV 2 a\nV 3 a b\nM b 9\n");
   EXPECT_TRUE(check({away}).ok()) << all(check({away}));
 }
@@ -126,8 +132,13 @@ TEST(HistoryChecker, ViewViolations) {
 }
 
 TEST(HistoryChecker, Duplicate) {
-  auto h = parse("f", "H a\nV 1 a b\nM b 1\nF\nV 2 a b\nM b 1\n");
-  expect_violation(check({h}), "(a) duplicate", {"f:6", "b#1", "line 3"});
+  auto h = parse("f", "H a\nV 1 a b\nM b 1\nV 2 a b\nM b 1\n");
+  expect_violation(check({h}), "(a) duplicate", {"f:5", "b#1", "line 3"});
+  // Back with a fresh history, a message of the old one may come again;
+  // twice in the new one is a duplicate.
+  EXPECT_TRUE(check({parse("f", "H a\nV 1 a b\nM b 1\nF\nV 2 a b\nM b 1\n")}).ok());
+  expect_violation(check({parse("f", "H a\nV 1 a b\nM b 1\nF\nV 2 a b\nM b 1\nM b 1 u\n")}),
+                   "(a) duplicate", {"f:7", "line 6"});
   // A u copy of an ordered message is a duplicate too.
   expect_violation(check({parse("f", "H a\nV 1 a b\nM b 1\nM b 1 u\n")}), "(a)", {"f:4"});
 }

@@ -129,6 +129,7 @@ void FaultCluster::start_node(size_t i) {
   EngineConfig c = cfg_;
   c.self = id;
   c.incarnation = n.incarnation;
+  c.epoch_floor = n.epoch_on_disk;
   std::string name = member_name(id, n.incarnation);
   n.history = histories_.size();
   histories_.emplace_back(name, name + ".hist");
@@ -159,6 +160,7 @@ void FaultCluster::start_node(size_t i) {
 
 void FaultCluster::retire_engine(Node& n) {
   add_counters(retired_, n.engine->counters());
+  n.epoch_on_disk = std::max(n.epoch_on_disk, n.engine->decided_epoch());
   n.engine.reset();
   n.ep.reset();
   // The engine no longer reads a large message's buffer.

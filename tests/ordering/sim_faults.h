@@ -142,6 +142,9 @@ class FaultCluster {
   struct Node {
     NodeId id = 0;
     uint32_t incarnation = 0;  // the current (or last) one
+    // What rcpgd keeps on disk: the highest epoch the node knew of
+    // (Engine::decided_epoch), handed to its next incarnation.
+    uint32_t epoch_on_disk = 0;
     std::unique_ptr<transport::Endpoint> ep;
     std::unique_ptr<Engine> engine;
     size_t history = 0;            // index into histories_
