@@ -130,6 +130,8 @@ const KeyRule kClusterRules[] = {
 const KeyRule kLocalRules[] = {
     {"nodeid", [](Checker& c, const toml::node& n, const std::string& k,
                   Config& cfg) { return get_num(c, n, k, 1, UINT32_MAX, cfg.nodeid); }},
+    {"state_dir", [](Checker& c, const toml::node& n, const std::string& k,
+                     Config& cfg) { return get_string(c, n, k, cfg.state_dir); }},
 };
 
 const KeyRule kEngineRules[] = {
@@ -332,6 +334,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
   cfg.source = source;
   Checker c{source, error};
   bool have_key = false;
+  bool have_state_dir = false;
   std::optional<toml::source_region> two_node_at;
   for (auto&& [k, v] : root) {
     std::string name(k.str());
@@ -353,6 +356,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
       have_key = t->contains("key_file");
     } else if (name == "local") {
       ok = walk(c, *t, "local.", kLocalRules, cfg);
+      have_state_dir = t->contains("state_dir");
     } else if (name == "engine") {
       ok = walk(c, *t, "engine.", kEngineRules, cfg);
     } else if (name == "ipc") {
@@ -407,6 +411,9 @@ std::optional<Config> parse_config(std::string_view text, const std::string& sou
   }
   if (cfg.key_file[0] != '/' && source.find('/') != std::string::npos)
     cfg.key_file = dir_of(source) + "/" + cfg.key_file;
+  if (!have_state_dir) cfg.state_dir = kDefaultStateDir;
+  if (!cfg.state_dir.empty() && cfg.state_dir[0] != '/' && source.find('/') != std::string::npos)
+    cfg.state_dir = dir_of(source) + "/" + cfg.state_dir;
   return cfg;
 }
 

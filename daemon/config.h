@@ -24,6 +24,8 @@ struct NodeEntry {
   std::string source_address;  // verbs: optional source IP (multi-host soft-RoCE)
 };
 
+inline constexpr const char* kDefaultStateDir = "/var/lib/rcpg";
+
 struct Config {
   std::string source;  // file the configuration came from (for messages)
 
@@ -34,6 +36,9 @@ struct Config {
 
   // [local]
   uint32_t nodeid = 0;  // 0 = not given (CLI --nodeid, or found by local address)
+  // Where the highest view epoch is kept across restarts (daemon/epoch_store.h).
+  // A configuration file without the key gets kDefaultStateDir; empty: not kept.
+  std::string state_dir;
 
   // [[node]]
   std::vector<NodeEntry> nodes;
@@ -63,8 +68,8 @@ struct Config {
   uint32_t suspect_timeout_ms = 60;     // silence after which a peer is suspected
   // ...adapting up to this to the longest silences seen lately (loaded hosts)
   uint32_t suspect_timeout_max_ms = 1000;
-  uint32_t form_timeout_ms = 3000;      // the first view waits this long for every node
-  bool two_node = false;                // a 2-node cluster stays up on one node
+  uint32_t form_timeout_ms = 3000;  // the first view waits this long for every node
+  bool two_node = false;            // a 2-node cluster stays up on one node
 
   // [spin]
   uint32_t spin_iterations = 2000;  // empty rounds before blocking

@@ -98,6 +98,14 @@ bool Server::start(std::string& why) {
   e.suspect_timeout_max_us = std::max(cfg_.suspect_timeout_max_ms, cfg_.suspect_timeout_ms) * 1000;
   e.form_timeout_us = cfg_.form_timeout_ms * 1000;
   e.two_node = cfg_.two_node;
+  epochs_ = EpochStore(cfg_.state_dir, cfg_.nodeid);
+  if (!epochs_.load(e.epoch_floor, why)) {
+    why = "the kept view epoch cannot be read: " + why + " (fix or remove the file)";
+    return false;
+  }
+  if (e.epoch_floor != 0)
+    log("views of an earlier run went up to epoch " + std::to_string(e.epoch_floor) + " (" +
+        epochs_.path() + ")");
   engine_ = std::make_unique<ordering::Engine>(
       *ep_, e, [this](const ordering::Delivery& d) { on_delivery(d); },
       [this](const std::string& s) { log("engine: " + s); });

@@ -18,6 +18,7 @@
 
 #include "daemon/client.h"
 #include "daemon/config.h"
+#include "daemon/epoch_store.h"
 #include "daemon/groups.h"
 #include "daemon/membership.h"
 #include "daemon/status_request.h"
@@ -174,6 +175,8 @@ class Server {
   // Sends pending sync announcements, then the marker; true if any went out.
   bool send_sync();
   bool send_marker();
+  // Writes the engine's decided epoch to the state file when it grew.
+  void keep_epoch();
   // The merge point of the sync: applies the other side's held entries.
   void merge_held();
   void drop_remote(const std::function<bool(uint32_t)>& gone);
@@ -232,6 +235,10 @@ class Server {
   std::vector<uint32_t> announce_groups_;  // local indexes still to announce
   uint32_t marker_epoch_ = 0;
   SyncBarrier barrier_;
+  // The highest decided epoch on disk; a write that failed is tried again
+  // only at the next epoch (never every round).
+  EpochStore epochs_{"", 0};
+  uint32_t epoch_tried_ = 0;
   // merge_held() is applying entries: a Leave of a process never announced
   // left before its node's announcement.
   bool applying_held_ = false;

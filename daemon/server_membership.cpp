@@ -202,7 +202,18 @@ bool Server::send_marker() {
   return true;
 }
 
+void Server::keep_epoch() {
+  uint32_t e = engine_->decided_epoch();
+  if (e <= epoch_tried_) return;
+  epoch_tried_ = e;
+  std::string why;
+  if (!epochs_.save(e, why))
+    log("cannot keep view epoch " + std::to_string(e) + " across restarts: " + why +
+        " (a restart while the last node of this view is cut off may then reuse view numbers)");
+}
+
 void Server::watch_membership() {
+  keep_epoch();
   const ordering::ViewState& v = engine_->view();
   const bool had_view = view_epoch_ != 0;
   if (v.state != last_state_) {

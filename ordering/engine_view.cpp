@@ -238,8 +238,8 @@ void Engine::on_state(Peer& p, const StateMsg& m) {
     // view like that one. Skip past it.
     used_epoch_ = std::max(used_epoch_, m.decided_epoch);
     round_.active = false;
-    start_round("node " + std::to_string(p.id) + " knows epoch " +
-                std::to_string(m.decided_epoch) + " was used: retrying above it");
+    start_round("node " + std::to_string(p.id) + " knows epoch " + std::to_string(m.decided_epoch) +
+                " was used: retrying above it");
     return;
   }
   if (m.refused) {

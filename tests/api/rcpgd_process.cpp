@@ -69,7 +69,7 @@ bool RcpgdProcess::start(std::string& why) {
         << "name = \"libcpg-test\"\n"
         << "key_file = \"cluster.key\"\n"
         << "fabric = \"shm\"\n\n"
-        << "[local]\nnodeid = 1\n\n"
+        << "[local]\nnodeid = 1\nstate_dir = \"state\"\n\n"
         << "[ipc]\nsocket = \"" << socket_ << "\"\n\n"
         << "[[nodes]]\nnodeid = 1\naddress = \"" << dir_ << "/node1.sock\"\n";
   }

@@ -108,6 +108,17 @@ TEST(Config, DefaultsNeedOnlyKeyAndNodes) {
   EXPECT_EQ(c->suspect_timeout_ms, 60u);
   EXPECT_EQ(c->form_timeout_ms, 3000u);
   EXPECT_FALSE(c->two_node);
+  EXPECT_EQ(c->state_dir, "/var/lib/rcpg");
+}
+
+TEST(Config, StateDirIsRelativeToTheFileOrOff) {
+  std::string err;
+  auto c = parse(good_with("nodeid = 2", "nodeid = 2\nstate_dir = \"state\""), err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->state_dir, "/etc/rcpg/state");
+  c = parse(good_with("nodeid = 2", "nodeid = 2\nstate_dir = \"\""), err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->state_dir, "");  // not kept
 }
 
 struct Bad {

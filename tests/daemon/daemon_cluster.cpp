@@ -74,6 +74,7 @@ bool DaemonCluster::start(std::string& why) {
         // 2 cores shared by daemons and clients: spin briefly and yield.
         << "[spin]\niterations = 200\nyield = true\n"
         << "[timeouts]\nshutdown_linger_ms = 0\n"
+        << "[local]\nstate_dir = \"state\"\n"
         // Soft-RoCE under emulation stalls nodes for hundreds of ms.
         << ((membership_.empty() || membership_ == kTestMembership) && fabric_ == "verbs"
                 ? "[membership]\nheartbeat_interval_ms = 50\nsuspect_timeout_ms = 2000\n"

@@ -4,8 +4,12 @@
 // three daemons, checked to give identical confchgs everywhere.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
+#include "daemon/epoch_store.h"
 #include "daemon/groups.h"
 #include "daemon/membership.h"
 #include "daemon/sync_barrier.h"
@@ -386,6 +390,44 @@ TEST(SyncBarrier, MarkerPayload) {
   EXPECT_EQ(epoch, 42u);
   EXPECT_FALSE(decode_marker(m.data(), 3, epoch));
   EXPECT_FALSE(decode_marker(nullptr, 0, epoch));
+}
+
+// ---------------------------------------------------------------- epoch on disk
+
+TEST(EpochStore, KeepsTheHighestEpochAcrossRestarts) {
+  auto dir = std::filesystem::temp_directory_path() / ("rcpg-epoch-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string why;
+  uint32_t e = 99;
+  EpochStore first(dir.string(), 3);
+  ASSERT_TRUE(first.load(e, why)) << why;
+  EXPECT_EQ(e, 0u);  // first start: nothing kept yet
+  ASSERT_TRUE(first.save(7, why)) << why;
+  ASSERT_TRUE(first.save(5, why)) << why;  // never goes down
+  EpochStore again(dir.string(), 3);
+  ASSERT_TRUE(again.load(e, why)) << why;
+  EXPECT_EQ(e, 7u);
+  EXPECT_EQ(again.path(), (dir / "node3.epoch").string());
+  // Another node id on the same host keeps its own.
+  EpochStore other(dir.string(), 4);
+  ASSERT_TRUE(other.load(e, why)) << why;
+  EXPECT_EQ(e, 0u);
+  // A damaged file is an error that names it, not a silent 0.
+  std::ofstream(dir / "node3.epoch") << "seven\n";
+  EXPECT_FALSE(again.load(e, why));
+  EXPECT_NE(why.find("node3.epoch"), std::string::npos) << why;
+  // Nowhere to write: save says why.
+  EpochStore nowhere((dir / "missing" / "dir").string(), 1);
+  ASSERT_TRUE(nowhere.load(e, why)) << why;
+  EXPECT_FALSE(nowhere.save(2, why));
+  EXPECT_NE(why.find("missing"), std::string::npos) << why;
+  // No directory configured: nothing kept, nothing fails.
+  EpochStore off("", 1);
+  EXPECT_TRUE(off.save(9, why));
+  EXPECT_TRUE(off.load(e, why));
+  EXPECT_EQ(e, 0u);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
