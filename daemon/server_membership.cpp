@@ -89,17 +89,7 @@ void Server::merge_held() {
   log("join-list sync of view " + std::to_string(view_epoch_) + " complete: applying " +
       std::to_string(held.size()) + " membership entries of the other side");
   applying_held_ = true;
-  for (const HeldEntry& e : held) {
-    Delivery d;
-    d.kind = e.kind;
-    d.sender = e.sender;
-    d.group = e.group;
-    d.pid = e.pid;
-    d.aux = e.aux;
-    d.data = e.data.data();
-    d.len = e.data.size();
-    on_membership(d);
-  }
+  for (const HeldEntry& e : held) on_membership(e.delivery());
   applying_held_ = false;
 }
 

@@ -78,6 +78,18 @@ bool SyncBarrier::marker(uint32_t sender, uint32_t epoch) {
   return true;
 }
 
+ordering::Delivery HeldEntry::delivery() const {
+  ordering::Delivery d;
+  d.kind = kind;
+  d.sender = sender;
+  d.group = group;
+  d.pid = pid;
+  d.aux = aux;
+  d.data = data.data();
+  d.len = data.size();
+  return d;
+}
+
 std::vector<HeldEntry> SyncBarrier::release() {
   std::vector<HeldEntry> out;
   out.swap(held_);

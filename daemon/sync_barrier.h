@@ -36,6 +36,8 @@ struct HeldEntry {
   ordering::EntryKind kind = ordering::EntryKind::Join;
   uint32_t sender = 0, group = 0, pid = 0, aux = 0;
   std::vector<std::byte> data;
+  // The entry as it was delivered (data pointing into this copy).
+  ordering::Delivery delivery() const;
 };
 
 class SyncBarrier {

@@ -292,6 +292,11 @@ TEST(SyncBarrier, FreshNodeHoldsEveryoneUntilTheLastMarker) {
   EXPECT_EQ(held[0].sender, 1u);
   EXPECT_EQ(held[1].sender, 2u);
   EXPECT_EQ(held[1].data, payload);
+  ordering::Delivery again = held[1].delivery();
+  EXPECT_EQ(again.sender, 2u);
+  EXPECT_EQ(again.aux, kJoinSync);
+  ASSERT_EQ(again.len, payload.size());
+  EXPECT_EQ(std::memcmp(again.data, payload.data(), again.len), 0);
   EXPECT_EQ(b.held(), 0u);
   EXPECT_FALSE(b.marker(2, 7));  // late duplicates change nothing
 }
