@@ -508,6 +508,8 @@ class Engine {
   int fill_outstanding_ = 0;
   bool fill_failed_ = false;
   bool fresh_view_ = false;  // the next View delivered starts a new history
+  // A view we continue into, but not through the one before it (see install).
+  uint32_t fresh_at_epoch_ = 0;
   bool ever_installed_ = false;
   bool resume_pending_ = false;
   uint64_t resume_pos_ = 0;

@@ -140,6 +140,11 @@ void Engine::install(const ViewValue& v) {
             " expected us to continue from an older view: starting afresh");
   prev_installed_.epoch = 0;
   if (continuing) prev_installed_ = installed_;
+  // Our view's prefix is beyond the new cut (our fetch up to it failed),
+  // so is every continuing member's: none of us went through that view,
+  // and nobody can tell us who it left out and what they sent that is now
+  // lost. Our history starts over with the new view, as a rejoiner's does.
+  if (continuing && v.cut < installed_.cut) fresh_at_epoch_ = v.epoch;
   have_view_ = true;
   installed_ = v;
   sequencer_ = v.sequencer;

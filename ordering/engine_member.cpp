@@ -139,8 +139,9 @@ bool Engine::deliver_entry(const EntryHeader& h, const std::byte* payload, uint6
   if (h.kind == EntryKind::View) {
     log_view_epoch_ = std::max(log_view_epoch_, h.aux);
     on_view_entry(payload, h.length);
-    d.fresh = fresh_view_;
+    d.fresh = fresh_view_ || (fresh_at_epoch_ != 0 && h.aux == fresh_at_epoch_);
     fresh_view_ = false;
+    if (h.aux >= fresh_at_epoch_) fresh_at_epoch_ = 0;
   }
   d.position = end;
   d.early = early;

@@ -267,8 +267,14 @@ void Engine::on_accepted(Peer& p, const AcceptedMsg& m) {
 // Something the installed view (or its absence) cannot go on with.
 bool Engine::wants_change(std::string& why) {
   uint32_t mine = have_view_ ? installed_.epoch : 0;
+  // We accepted a view that others have installed, but its Commit never
+  // reached us (and nobody sends it again): a round of ours learns the
+  // decided value from them, whether it has us or not.
+  bool stale_accept = wedged_ && has_accepted_ && accepted_epoch_ > mine &&
+                      now_ - promised_at_us_ >= round_timeout();
   for (const Peer& p : peers_)
-    if (!p.self && p.introduced && !p.suspected && p.epoch > mine) {
+    if (!p.self && p.introduced && !p.suspected && p.epoch > mine &&
+        !(stale_accept && p.epoch == accepted_epoch_)) {
       why = "node " + std::to_string(p.id) + " has a newer view: waiting to be added";
       return false;
     }
@@ -399,6 +405,18 @@ void Engine::advance_round() {
     }
     if (st.view_epoch >= round_.epoch || st.decided_epoch >= round_.epoch) {
       fail_round("node " + std::to_string(peers_[s].id) + " knows a newer view", false);
+      return;
+    }
+    if (st.view_epoch > (have_view_ ? installed_.epoch : 0) && st.view_epoch <= used_epoch_) {
+      // We skipped the epoch a restarted node had used, but it is this
+      // node's view, which we never went through (it left us out, or we
+      // never learnt of it): its lineage goes on, not our older one
+      // (composing from ours would drop what its members delivered there
+      // without them seeing us leave). What we accepted up to its epoch is
+      // decided: no more rounds of ours to learn it; its side adds us.
+      if (has_accepted_ && accepted_epoch_ <= st.view_epoch) has_accepted_ = false;
+      fail_round("node " + std::to_string(peers_[s].id) + " has a newer view: waiting to be added",
+                 false);
       return;
     }
     if (st.has_accepted && value_ok(st.value) &&
