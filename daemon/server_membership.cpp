@@ -2,10 +2,11 @@
 //  * a View entry: the processes of departed (or restarted) nodes leave every
 //    group with NODEDOWN, one confchg per group, the same at every daemon;
 //    then clients with a totem_confchg callback get the new ring;
-//  * on a view that brings a node in, every daemon announces its local
-//    members through the log and then sends a marker; the other side's
-//    membership entries are applied together where the last marker lands
-//    (daemon/sync_barrier.h), with NODEUP for the members learned;
+//  * at every view every daemon announces its local members through the
+//    log and then sends a marker; where a view brings a node in (or starts
+//    a member's new history) the other side's membership entries are
+//    applied together where the last marker lands (daemon/sync_barrier.h),
+//    with NODEUP for the members learned;
 //  * the engine's state: without a quorum (or while the view changes) sends,
 //    joins and leaves get CS_ERR_TRY_AGAIN. Membership changes only with an
 //    agreed view: a node that lost the quorum keeps showing the last view
@@ -70,14 +71,17 @@ void Server::on_view(const Delivery& d) {
   view_ = std::move(next);
   view_epoch_ = d.aux;
   view_sequencer_ = d.sender;
-  if (barrier_.on_view(d.aux, view_, diff.added, diff.departed, d.fresh, self)) {
-    announce_pending_ = true;
-    announce_groups_.clear();
-    marker_epoch_ = d.aux;
-    // Before the clients hear of the view: a process on the learning side
-    // must not send until it is a member everywhere.
-    if (barrier_.learning()) set_block(ipc::MembershipBlock::Changing);
-  }
+  // Every daemon announces and sends its marker at every view: a member
+  // may start a new history in a view that, to the others, only continues
+  // (the engine marks it fresh when no member carrying the log on went
+  // through its previous view), and it learns everyone from these.
+  barrier_.on_view(d.aux, view_, diff.added, diff.departed, d.fresh, self);
+  announce_pending_ = true;
+  announce_groups_.clear();
+  marker_epoch_ = d.aux;
+  // Before the clients hear of the view: a process on the learning side
+  // must not send until it is a member everywhere.
+  if (barrier_.learning()) set_block(ipc::MembershipBlock::Changing);
   remote_dropped_ = false;
   for (Client* c : active_)
     if (c->hello && (c->model_flags & ipc::kWantsTotemConfchg)) send_totem(*c);
@@ -179,7 +183,7 @@ bool Server::send_marker() {
   // After the announcements (one node's entries stay in order in the log);
   // a marker of an older view counts for nothing.
   if (marker_epoch_ == 0 || announce_pending_) return false;
-  if (!barrier_.pending() || barrier_.epoch() != marker_epoch_) {
+  if (marker_epoch_ != view_epoch_) {  // a newer view asks for its own
     marker_epoch_ = 0;
     return false;
   }
