@@ -371,9 +371,12 @@ void Server::idle_block() {
     // progress(): never sleep past a heartbeat interval.
     int timeout = static_cast<int>(std::min(cfg_.max_sleep_ms, cfg_.heartbeat_interval_ms));
     // Still forming the first view, or delivery paused until a client makes
-    // room (clients do not signal consumption): look again soon.
+    // room (clients do not signal consumption), or sync entries due that
+    // the engine can take (without a quorum it refuses them): look again soon.
+    bool sync_due =
+        (announce_pending_ || marker_epoch_ != 0) && block_ != ipc::MembershipBlock::NoQuorum;
     if (view_epoch_ == 0 || engine_->delivery_paused() || !deferred_leaves_.empty() || closing ||
-        announce_pending_ || marker_epoch_ != 0)
+        sync_due)
       timeout = 1;
     ++counters_.sleeps;
     poll_control(timeout);
