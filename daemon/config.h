@@ -65,7 +65,7 @@ struct Config {
   // [membership] failure detection and quorum (the engine's EngineConfig).
   // Every node should use the same values.
   uint32_t heartbeat_interval_ms = 10;  // a heartbeat to every peer this often
-  uint32_t suspect_timeout_ms = 60;     // silence after which a peer is suspected
+  uint32_t suspect_timeout_ms = 100;    // silence after which a peer is suspected
   // ...adapting up to this to the longest silences seen lately (loaded hosts)
   uint32_t suspect_timeout_max_ms = 1000;
   uint32_t form_timeout_ms = 3000;  // the first view waits this long for every node

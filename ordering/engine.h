@@ -60,7 +60,7 @@ struct EngineConfig {
   // Failure detection and membership (docs/FAILURES.md). Times in
   // microseconds of `clock`.
   uint32_t heartbeat_interval_us = 10'000;  // a heartbeat to every peer this often
-  uint32_t suspect_timeout_us = 60'000;     // silence after which a peer is suspected...
+  uint32_t suspect_timeout_us = 100'000;    // silence after which a peer is suspected...
   // ...unless silences that long were seen from it lately: the timeout
   // adapts (3x the longest recent silence) up to this, so a loaded or
   // emulated host's scheduling stalls are not taken for failures. A peer

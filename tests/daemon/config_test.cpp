@@ -105,7 +105,7 @@ TEST(Config, DefaultsNeedOnlyKeyAndNodes) {
   EXPECT_EQ(c->nodeid, 0u);
   EXPECT_TRUE(c->zero_copy_receive);
   EXPECT_EQ(c->heartbeat_interval_ms, 10u);
-  EXPECT_EQ(c->suspect_timeout_ms, 60u);
+  EXPECT_EQ(c->suspect_timeout_ms, 100u);
   EXPECT_EQ(c->form_timeout_ms, 3000u);
   EXPECT_FALSE(c->two_node);
   EXPECT_EQ(c->state_dir, "/var/lib/rcpg");

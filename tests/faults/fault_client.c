@@ -39,7 +39,10 @@
  * NODEDOWN in one confchg (when the node loses the quorum, or at the view
  * that takes it back), and they come back with NODEUP. So after a confchg
  * that leaves no remote member, all gone with NODEDOWN, the client writes F
- * before the next V. Where that was not a cut (every other node that had
+ * before every V until a confchg shows a remote member again: the others
+ * come back at rcpgd's merge point (the join-list sync, in the middle of a
+ * view, perhaps several views later), and this node delivers nothing of
+ * theirs before it. Where that was not a cut (every other node that had
  * members failed, or the quorum was lost and regained without a new view)
  * the F only makes the checker more lenient with this history; with members
  * on at least two other nodes and a majority quorum (the fault runs) a
@@ -272,6 +275,12 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name* group,
   if (remote_nodedown > 0 && !remote_left_otherwise && !remote_remaining) {
     c->cut = 1;
     stamp(c, "cut");
+  } else if (c->cut && remote_remaining) {
+    /* The others are back (NODEUP at rcpgd's merge point): from here on
+     * this history continues. Until then every view starts it afresh:
+     * views may come and go before the merge point, and what the daemon
+     * delivers starts only there (in the middle of the view). */
+    c->cut = 0;
   }
   for (size_t i = 0; i < n_joined; i++)
     if (joined[i].nodeid == c->nodeid && joined[i].pid == c->pid) c->joined = 1;
@@ -285,7 +294,6 @@ static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t n
   size_t used = 0;
   list[0] = 0;
   int fresh = c->cut;
-  c->cut = 0;
   for (uint32_t i = 0; i < n && used + 16 < sizeof(list); i++)
     used += (size_t)snprintf(list + used, sizeof(list) - used, " %u", members[i]);
   /* A connected client gets totem confchgs before it is a member of the
@@ -299,7 +307,7 @@ static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t n
   /* The view at join (CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF) repeats the
    * ring a client connected before joining was already told about, as on
    * Corosync: the same view once more is no event. */
-  if (!fresh && c->views > 0 && ring_id.seq == c->view_seq && strcmp(list, c->view_list) == 0) {
+  if (c->views > 0 && ring_id.seq == c->view_seq && strcmp(list, c->view_list) == 0) {
     stamp(c, "Vsame %" PRIu64, ring_id.seq);
     return;
   }
