@@ -63,6 +63,7 @@ struct Client {
   pid_t pid = 0;  // from SO_PEERCRED
   uid_t uid = 0;
   bool hello = false;        // segment set up
+  bool hello_pending = false;  // segment created, its registration under way (no reply yet)
   uint32_t model_flags = 0;  // HelloRequest::model_flags
   bool closing = false;      // socket gone: draining its ring, then PROCDOWN
   bool broken = false;       // violated the protocol: its ring is not read again

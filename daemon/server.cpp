@@ -45,6 +45,8 @@ Server::Server(Config cfg, transport::ClusterKey key, std::string socket_path, L
 Server::~Server() {
   for (auto& c : clients_)
     if (c && (c->fd >= 0 || c->seg)) destroy(*c);
+  registrar_.reset();
+  registered_.clear();
   engine_.reset();
   ep_.reset();
   if (listen_fd_ >= 0) {
@@ -110,6 +112,7 @@ bool Server::start(std::string& why) {
       *ep_, e, [this](const ordering::Delivery& d) { on_delivery(d); },
       [this](const std::string& s) { log("engine: " + s); });
   engine_->on_send_done([this](uint64_t ticket, bool ok) { on_send_done(ticket, ok); });
+  registrar_ = std::make_unique<SegmentRegistrar>(*ep_);
   if (!engine_->start(why)) return false;
   max_fragment_ = engine_->max_fragment();
   const transport::Region& lr = engine_->log_region();
@@ -432,6 +435,7 @@ int Server::run() {
     update_release();
     update_pause();
     release_idle_sources();
+    adopt_segments();
     wake_dirty();
     if (!announced && engine_->all_connected()) {
       announced = true;

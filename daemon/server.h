@@ -21,6 +21,7 @@
 #include "daemon/epoch_store.h"
 #include "daemon/groups.h"
 #include "daemon/membership.h"
+#include "daemon/segment_registrar.h"
 #include "daemon/status_request.h"
 #include "daemon/sync_barrier.h"
 #include "ordering/engine.h"
@@ -54,6 +55,7 @@ struct ServerCounters {
   uint64_t zcb_msgs = 0, zcb_try_again = 0, zcb_failed = 0;
   uint64_t zcb_parts_zero_copy = 0, zcb_bytes_not_copied = 0;
   uint64_t zcb_parts_copied = 0, zcb_bytes_copied = 0;
+  uint64_t zcb_registered = 0;  // segments registered (off the loop) for zero-copy sends
   uint64_t zcb_register_failures = 0;
   uint64_t zcb_held_after_exit = 0;  // segments kept registered for in-flight sends
   uint64_t confchgs = 0, totem_confchgs = 0;
@@ -127,6 +129,7 @@ class Server {
              size_t nfds = 0);
   void reply_status(Client& c, ipc::MsgType type, ipc::Status s);
   void on_hello(Client& c, const std::byte* body, size_t len);
+  void finish_hello(Client& c);  // the reply, once the segment is registered
   void on_join(Client& c, const ipc::GroupName& g);
   void on_leave(Client& c, const ipc::GroupName& g);
   void on_finalize(Client& c);
@@ -148,7 +151,9 @@ class Server {
   void on_send_done(uint64_t ticket, bool ok);
   void complete_zcb(Client& c);
   void finish_zcb(Client& c, uint64_t ticket, ipc::Status s);
-  void register_segment(Client& c);
+  // Queues the registration of c's segment; false: it cannot (copy path).
+  bool register_segment(Client& c);
+  void adopt_segments();
   void detach_segment(Client& c);
   void release_idle_sources();
   void on_delivery(const ordering::Delivery& d);
@@ -193,6 +198,8 @@ class Server {
 
   std::unique_ptr<transport::Endpoint> ep_;
   std::unique_ptr<ordering::Engine> engine_;
+  std::unique_ptr<SegmentRegistrar> registrar_;  // before ep_ goes
+  std::vector<SegmentRegistrar::Done> registered_;
   const std::byte* log_base_ = nullptr;
   size_t log_size_ = 0;
   int log_ro_fd_ = -1;  // read-only reopening of the log memfd, for clients

@@ -148,7 +148,7 @@ void Server::run_deferred(Client& c) {
 }
 
 void Server::on_hello(Client& c, const std::byte* body, size_t len) {
-  if (c.hello) return violation(c, "second Hello");
+  if (c.hello || c.hello_pending) return violation(c, "second Hello");
   ipc::HelloRequest req;
   if (len != sizeof(req)) return violation(c, "Hello of " + std::to_string(len) + " bytes");
   std::memcpy(&req, body, sizeof(req));
@@ -169,10 +169,19 @@ void Server::on_hello(Client& c, const std::byte* body, size_t len) {
     rep.status = ipc::Status::NoResources;
     return reply(c, ipc::MsgType::Hello, &rep, sizeof(rep));
   }
-  c.hello = true;
   c.model_flags = req.model_flags;
+  // The reply waits for the registration (off the loop), so that the
+  // client's zero-copy sends are zero-copy from the first one.
+  c.hello_pending = true;
+  if (!register_segment(c)) finish_hello(c);
+}
+
+void Server::finish_hello(Client& c) {
+  c.hello_pending = false;
+  c.hello = true;
   c.header->membership.value.store(static_cast<uint64_t>(block_), std::memory_order_release);
-  register_segment(c);
+  ipc::HelloReply rep;
+  rep.nodeid = cfg_.nodeid;
   rep.segment_bytes = c.seg_bytes;
   rep.log_bytes = log_ro_fd_ >= 0 ? log_size_ : 0;
   rep.max_atomic_msg = static_cast<uint32_t>(max_fragment_);

@@ -1,11 +1,13 @@
 // Zero-copy sends (cpg_zcb_mcast_joined). A ZcbRecord names a buffer in the
-// client's pool. The client's segment is registered with the endpoint at
-// Hello, so every part of the message is RDMA-written to the sequencer
-// straight from the pool (Engine::send_zero_copy): no CPU copy on this node.
+// client's pool. The client's segment is registered with the endpoint after
+// Hello, off the event loop (daemon/segment_registrar.h); from then on every
+// part of the message is RDMA-written to the sequencer straight from the
+// pool (Engine::send_zero_copy): no CPU copy on this node.
 // The outcome goes into SegmentHeader::zcb_status / zcb_done only once every
 // part is in the engine and every part's engine ticket came back, because
-// until then the NIC may still read the buffer. Where the fabric refuses the
-// registration, the payload is copied into the engine instead.
+// until then the NIC may still read the buffer. Until the registration is
+// done, or where the fabric refuses it, the payload is copied into the
+// engine instead.
 #include <algorithm>
 #include <cstring>
 #include <span>
@@ -16,24 +18,45 @@ namespace rcpg::daemon {
 
 using ordering::SendResult;
 
-void Server::register_segment(Client& c) {
-  transport::Region* r = ep_->register_external(c.seg_fd, c.seg_bytes);
-  if (!r) {
-    if (counters_.zcb_register_failures++ == 0)
-      log("the fabric cannot register client segments: zero-copy sends are copied into the "
-          "engine (logged once; see rcpg-tool counters zcb_register_failures)");
-    return;
+bool Server::register_segment(Client& c) {
+  std::string why;
+  if (registrar_->submit((c.serial << 32) | c.slot, c.seg_fd, c.seg_bytes, why)) return true;
+  if (counters_.zcb_register_failures++ == 0)
+    log("cannot register client segments (" + why +
+        "): zero-copy sends are copied into the engine (logged once; see rcpg-tool counters "
+        "zcb_register_failures)");
+  return false;
+}
+
+void Server::adopt_segments() {
+  registrar_->take(registered_);
+  for (SegmentRegistrar::Done& d : registered_) {
+    Client* c = client_by_tag(d.tag);
+    // Gone (or closing) meanwhile: the unadopted registration is released.
+    if (!c || c->closing || !c->hello_pending) continue;
+    transport::Region* r = d.prepared ? ep_->adopt_external(std::move(d.prepared)) : nullptr;
+    if (!r) {
+      if (counters_.zcb_register_failures++ == 0)
+        log("the fabric cannot register client segments" + (d.why.empty() ? "" : ": " + d.why) +
+            "; zero-copy sends are copied into the engine (logged once; see rcpg-tool counters "
+            "zcb_register_failures)");
+      finish_hello(*c);
+      continue;
+    }
+    ++counters_.zcb_registered;
+    uint32_t idx;
+    if (!free_zc_sources_.empty()) {
+      idx = free_zc_sources_.back();
+      free_zc_sources_.pop_back();
+    } else {
+      idx = static_cast<uint32_t>(zc_sources_.size());
+      zc_sources_.emplace_back();
+    }
+    zc_sources_[idx] = ZcSource{r, c, 0};
+    c->zc_source = static_cast<int32_t>(idx);
+    finish_hello(*c);
   }
-  uint32_t idx;
-  if (!free_zc_sources_.empty()) {
-    idx = free_zc_sources_.back();
-    free_zc_sources_.pop_back();
-  } else {
-    idx = static_cast<uint32_t>(zc_sources_.size());
-    zc_sources_.emplace_back();
-  }
-  zc_sources_[idx] = ZcSource{r, &c, 0};
-  c.zc_source = static_cast<int32_t>(idx);
+  registered_.clear();
 }
 
 void Server::detach_segment(Client& c) {

@@ -74,6 +74,7 @@ std::string Server::status_report(StatusWhat what, bool json) const {
       {"zcb_bytes_copied", counters_.zcb_bytes_copied},
       {"zcb_try_again", counters_.zcb_try_again},
       {"zcb_failed", counters_.zcb_failed},
+      {"zcb_registered", counters_.zcb_registered},
       {"zcb_register_failures", counters_.zcb_register_failures},
       {"zcb_held_after_exit", counters_.zcb_held_after_exit},
       {"views_applied", counters_.views_applied},

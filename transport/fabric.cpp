@@ -1,6 +1,45 @@
 #include "transport/fabric.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace rcpg::transport {
+namespace {
+
+// What the default prepare_external keeps: the memory, not yet mapped.
+class DeferredExternal final : public PreparedRegion {
+ public:
+  DeferredExternal(int fd, size_t bytes) : fd_(fd), bytes_(bytes) {}
+  ~DeferredExternal() override { close(fd_); }
+  DeferredExternal(const DeferredExternal&) = delete;
+  DeferredExternal& operator=(const DeferredExternal&) = delete;
+  int fd() const { return fd_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  int fd_;
+  size_t bytes_;
+};
+
+}  // namespace
+
+std::unique_ptr<PreparedRegion> Endpoint::prepare_external(int fd, size_t bytes,
+                                                           std::string& why) {
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) {
+    why = std::string("cannot duplicate the memory's descriptor: ") + std::strerror(errno);
+    return nullptr;
+  }
+  return std::make_unique<DeferredExternal>(own, bytes);
+}
+
+Region* Endpoint::adopt_external(std::unique_ptr<PreparedRegion> prepared) {
+  auto* d = dynamic_cast<DeferredExternal*>(prepared.get());
+  return d ? register_external(d->fd(), d->bytes()) : nullptr;
+}
 
 const char* to_string(Op op) {
   switch (op) {

@@ -146,6 +146,14 @@ struct EndpointConfig {
   LogFn log;                // where control-path messages go (default stderr)
 };
 
+// Someone else's memory made ready for the NIC off the endpoint's thread
+// (Endpoint::prepare_external), waiting to become a Region (adopt_external).
+// Destroyed unadopted, it releases what it holds.
+class PreparedRegion {
+ public:
+  virtual ~PreparedRegion() = default;
+};
+
 class Endpoint {
  public:
   virtual ~Endpoint() = default;
@@ -163,6 +171,17 @@ class Endpoint {
   // daemon posts clients' zero-copy buffers from it); it is not announced to
   // peers. Returns nullptr (and logs why) on failure.
   virtual Region* register_external(int fd, size_t bytes) = 0;
+  // register_external in two steps, for callers that keep its slow part
+  // (mapping the memory and pinning it for the NIC: 100-500 ms for tens of
+  // MiB under emulation) off their event loop. prepare_external may run on
+  // any thread, concurrently with any call but the endpoint's destruction;
+  // it takes its own duplicate of `fd` where it needs one, and returns
+  // nullptr with `why` on failure. adopt_external runs on the endpoint's
+  // thread and turns it into a Region (nullptr, logged, on failure). The
+  // default prepares nothing and does all the work in adopt_external.
+  virtual std::unique_ptr<PreparedRegion> prepare_external(int fd, size_t bytes,
+                                                           std::string& why);
+  virtual Region* adopt_external(std::unique_ptr<PreparedRegion> prepared);
   virtual void deregister(Region* region) = 0;
 
   // --- connections ----------------------------------------------------

@@ -8,10 +8,14 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/transport/harness.h"
@@ -282,6 +286,79 @@ TEST_P(Conformance, ExternalMemoryIsASourceOfWrites) {
   } else {
     EXPECT_EQ(GetParam(), std::string("sim"));
   }
+  ep->deregister(ext);
+  munmap(view, kBytes);
+}
+
+// The same memory registered in two steps: the slow part on another thread
+// while this one keeps using the connection (rcpgd registers client
+// segments that way), then adopted here. Refusals surface in either step; a
+// prepared registration dropped unadopted is released.
+TEST_P(Conformance, ExternalMemoryPreparedOnAnotherThreadIsASourceOfWrites) {
+  auto addr = peer();
+  auto ep = tester();
+  ConnId c = open(*ep, addr);
+  const RemoteRegion remote = *conns_[c].region;
+  const size_t kBytes = size_t{4} << 20;
+  int fd = memfd_create("conformance-prepared", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kBytes)), 0);
+  auto two_steps = [&](size_t bytes) -> Region* {
+    std::string why;
+    auto p = ep->prepare_external(fd, bytes, why);
+    if (!p) {
+      EXPECT_FALSE(why.empty());
+      return nullptr;
+    }
+    return ep->adopt_external(std::move(p));
+  };
+  EXPECT_EQ(two_steps(kBytes), nullptr);  // not sealed
+  ASSERT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  EXPECT_EQ(two_steps(kBytes * 2), nullptr);  // larger than the file
+  {
+    std::string why;
+    auto dropped = ep->prepare_external(fd, kBytes, why);
+    ASSERT_NE(dropped, nullptr) << why;
+  }
+  auto* view =
+      static_cast<std::byte*>(mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(view, MAP_FAILED);
+  fill_pattern(view, kBytes, 91);
+
+  Region* scratch = ep->register_region(4096);
+  ASSERT_NE(scratch, nullptr);
+  std::unique_ptr<PreparedRegion> prepared;
+  std::string why;
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    prepared = ep->prepare_external(fd, kBytes, why);
+    done = true;
+  });
+  uint64_t wr = 700;
+  size_t busy = 0;
+  while (!done || busy == 0) {  // the connection stays in use meanwhile
+    ASSERT_TRUE(ep->post_write(c, *scratch, 0, remote, 0, 4096, ++wr));
+    auto w = wait_completion(*ep, wr);
+    ASSERT_TRUE(w.has_value());
+    ASSERT_EQ(w->status, Status::Ok);
+    ++busy;
+  }
+  worker.join();
+  close(fd);  // the endpoint holds what it needs
+  ASSERT_NE(prepared, nullptr) << why;
+  Region* ext = ep->adopt_external(std::move(prepared));
+  ASSERT_NE(ext, nullptr);
+  EXPECT_EQ(ext->size, kBytes);
+  Region* in = ep->register_region(kBytes);
+  ASSERT_NE(in, nullptr);
+  ASSERT_TRUE(ep->post_write(c, *ext, 8192, remote, 16, 100000, ++wr));
+  auto w = wait_completion(*ep, wr);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->status, Status::Ok);
+  ASSERT_TRUE(ep->post_read(c, *in, 0, remote, 16, 100000, ++wr));
+  auto r = wait_completion(*ep, wr);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(std::memcmp(view + 8192, in->data, 100000), 0);
   ep->deregister(ext);
   munmap(view, kBytes);
 }

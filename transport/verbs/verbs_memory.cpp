@@ -6,6 +6,7 @@
 // by max_mr_size and the memlock limit.
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <unistd.h>
 
@@ -58,28 +59,68 @@ Region* VerbsEndpoint::register_region(size_t bytes) {
   return &regions_[id]->region;
 }
 
-Region* VerbsEndpoint::register_external(int fd, size_t bytes) {
+namespace {
+
+// A client's memfd mapped here and registered (local access only: this
+// memory is a source of writes, never a target). ibv_reg_mr is thread-safe,
+// and this touches nothing else of the endpoint.
+class PreparedVerbsExternal final : public PreparedRegion {
+ public:
+  ~PreparedVerbsExternal() override {
+    if (mr) ibv_dereg_mr(mr);
+  }
+  SharedMap map;
+  size_t bytes = 0;
+  ibv_mr* mr = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<PreparedRegion> VerbsEndpoint::prepare_external(int fd, size_t bytes,
+                                                                std::string& why) {
+  auto p = std::make_unique<PreparedVerbsExternal>();
+  if (bytes == 0) {
+    why = "empty region";
+    return nullptr;
+  }
+  if (!p->map.map(fd, bytes, why)) return nullptr;
+  p->bytes = bytes;
+  p->mr = ibv_reg_mr(pd_, p->map.data(), bytes, IBV_ACCESS_LOCAL_WRITE);
+  if (!p->mr) {
+    why = "ibv_reg_mr of " + std::to_string(bytes) +
+          " bytes of shared memory failed: " + std::strerror(errno);
+    return nullptr;
+  }
+  return p;
+}
+
+Region* VerbsEndpoint::adopt_external(std::unique_ptr<PreparedRegion> prepared) {
+  auto* p = dynamic_cast<PreparedVerbsExternal*>(prepared.get());
+  if (!p) {
+    log("adopt_external: not prepared by this endpoint");
+    return nullptr;
+  }
   auto rec = std::make_unique<RegionRec>();
-  std::string why;
-  if (bytes == 0 || !rec->external.map(fd, bytes, why)) {
-    log("register_external: " + (bytes == 0 ? std::string("empty region") : why));
-    return nullptr;
-  }
-  // Local access only: this memory is a source of writes, never a target.
-  rec->mr = ibv_reg_mr(pd_, rec->external.data(), bytes, IBV_ACCESS_LOCAL_WRITE);
-  if (!rec->mr) {
-    log("ibv_reg_mr of " + std::to_string(bytes) +
-        " bytes of shared memory failed: " + std::strerror(errno));
-    return nullptr;
-  }
+  rec->external = std::move(p->map);
+  rec->mr = std::exchange(p->mr, nullptr);
   uint32_t id = take_region_id();
   Region& r = rec->region;
   r.data = rec->external.data();
-  r.size = bytes;
+  r.size = p->bytes;
   r.id = id;
   r.remote = RemoteRegion{0, 0, 0, 0};
   regions_[id] = std::move(rec);
   return &regions_[id]->region;
+}
+
+Region* VerbsEndpoint::register_external(int fd, size_t bytes) {
+  std::string why;
+  auto p = prepare_external(fd, bytes, why);
+  if (!p) {
+    log("register_external: " + why);
+    return nullptr;
+  }
+  return adopt_external(std::move(p));
 }
 
 uint32_t VerbsEndpoint::take_region_id() {
