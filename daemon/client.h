@@ -62,12 +62,12 @@ struct Client {
   int fd = -1;
   pid_t pid = 0;  // from SO_PEERCRED
   uid_t uid = 0;
-  bool hello = false;        // segment set up
+  bool hello = false;          // segment set up
   bool hello_pending = false;  // segment created, its registration under way (no reply yet)
-  uint32_t model_flags = 0;  // HelloRequest::model_flags
-  bool closing = false;      // socket gone: draining its ring, then PROCDOWN
-  bool broken = false;       // violated the protocol: its ring is not read again
-  bool dirty = false;        // event ring written this round (maybe wake it)
+  uint32_t model_flags = 0;    // HelloRequest::model_flags
+  bool closing = false;        // socket gone: draining its ring, then PROCDOWN
+  bool broken = false;         // violated the protocol: its ring is not read again
+  bool dirty = false;          // event ring written this round (maybe wake it)
 
   // Segment (owned): mapping and memfd.
   int seg_fd = -1;

@@ -27,7 +27,7 @@ namespace rcpg::daemon {
 class SegmentRegistrar {
  public:
   struct Done {
-    uint64_t tag = 0;  // the client's, as given to submit()
+    uint64_t tag = 0;                                     // the client's, as given to submit()
     std::unique_ptr<transport::PreparedRegion> prepared;  // null: failed
     std::string why;
   };

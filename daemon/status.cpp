@@ -211,11 +211,11 @@ std::string Server::status_report(StatusWhat what, bool json) const {
                      engine_->all_connected() ? "all connected" : "not all connected");
     for (size_t i = 0; i < view_.size(); ++i) o += fmt::format("{}{}", i ? " " : "", view_[i].id);
     o += "}\n";
-    o += fmt::format(
-        "membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} reachable{}{}\n",
-        ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")", v.epoch, v.sequencer,
-        quorum_needed, quorum_have, cfg_.two_node ? " (two_node)" : "",
-        blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");
+    o +=
+        fmt::format("membership {}{}  epoch {}  sequencer {}  quorum {} needed, {} reachable{}{}\n",
+                    ordering::to_string(v.state), v.why.empty() ? "" : " (" + v.why + ")", v.epoch,
+                    v.sequencer, quorum_needed, quorum_have, cfg_.two_node ? " (two_node)" : "",
+                    blocked() ? "  sends/joins/leaves: CS_ERR_TRY_AGAIN" : "");
     o += "members (id/incarnation) {" + format_view(v.members) + "}\n\n";
   }
   if (groups) {

@@ -26,8 +26,7 @@ class DeferredExternal final : public PreparedRegion {
 
 }  // namespace
 
-std::unique_ptr<PreparedRegion> Endpoint::prepare_external(int fd, size_t bytes,
-                                                           std::string& why) {
+std::unique_ptr<PreparedRegion> Endpoint::prepare_external(int fd, size_t bytes, std::string& why) {
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) {
     why = std::string("cannot duplicate the memory's descriptor: ") + std::strerror(errno);

@@ -179,8 +179,7 @@ class Endpoint {
   // nullptr with `why` on failure. adopt_external runs on the endpoint's
   // thread and turns it into a Region (nullptr, logged, on failure). The
   // default prepares nothing and does all the work in adopt_external.
-  virtual std::unique_ptr<PreparedRegion> prepare_external(int fd, size_t bytes,
-                                                           std::string& why);
+  virtual std::unique_ptr<PreparedRegion> prepare_external(int fd, size_t bytes, std::string& why);
   virtual Region* adopt_external(std::unique_ptr<PreparedRegion> prepared);
   virtual void deregister(Region* region) = 0;
 

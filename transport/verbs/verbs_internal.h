@@ -176,8 +176,7 @@ class VerbsEndpoint final : public Endpoint {
   NodeId node_id() const override { return cfg_.node_id; }
   Region* register_region(size_t bytes) override;
   Region* register_external(int fd, size_t bytes) override;
-  std::unique_ptr<PreparedRegion> prepare_external(int fd, size_t bytes,
-                                                   std::string& why) override;
+  std::unique_ptr<PreparedRegion> prepare_external(int fd, size_t bytes, std::string& why) override;
   Region* adopt_external(std::unique_ptr<PreparedRegion> prepared) override;
   void deregister(Region* region) override;
   ConnId connect(std::string_view address, NodeId peer) override;
