@@ -248,6 +248,7 @@ void Engine::handle_events() {
         p->connected = true;
         p->connecting = false;
         p->introduced = false;
+        p->connect_patience_us = connect_patience_min();
         if (conn_to_slot_.size() <= ev->conn) conn_to_slot_.resize(ev->conn + 1, SIZE_MAX);
         conn_to_slot_[ev->conn] = p->slot;
         send_hello(*p);

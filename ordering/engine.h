@@ -313,6 +313,7 @@ class Engine {
   void heard(Peer& p);
   uint64_t suspect_after(const Peer& p) const;
   void connect_peer(Peer& p);
+  uint64_t connect_patience_min() const;
   size_t quorum() const;
   uint64_t reach_mask() const;
   uint64_t round_timeout() const { return uint64_t{cfg_.suspect_timeout_us} * 4; }

@@ -63,15 +63,28 @@ size_t Engine::reachable() const {
 
 // One attempt at a time per peer: resolving an unreachable address can take
 // seconds, and piling attempts up exhausts the fabric's resources. An
-// attempt that has not ended after a few seconds is abandoned and retried.
+// attempt that has not ended in time is abandoned and retried: after 1 s
+// (10 suspect timeouts if longer) at first, then doubling up to 5 s (4
+// adaptive maxima if longer), so that a peer behind a link that comes back
+// is reached about a second later, while a slow fabric still connects.
+uint64_t Engine::connect_patience_min() const {
+  return std::max<uint64_t>(1'000'000, 10 * uint64_t{cfg_.suspect_timeout_us});
+}
+
 void Engine::connect_peer(Peer& p) {
-  if (p.connecting) ep_.disconnect(p.conn);
+  const uint64_t most = std::max<uint64_t>(
+      std::max<uint64_t>(5'000'000, 4 * uint64_t{cfg_.suspect_timeout_max_us}),
+      connect_patience_min());
+  if (p.connecting) {  // the last attempt hung: the next one gets longer
+    ep_.disconnect(p.conn);
+    p.connect_patience_us = std::min(p.connect_patience_us * 2, most);
+  }
+  p.connect_patience_us = std::clamp(p.connect_patience_us, connect_patience_min(), most);
   p.conn = ep_.connect(p.address, p.id);
   p.connecting = true;
   if (conn_to_slot_.size() <= p.conn) conn_to_slot_.resize(p.conn + 1, SIZE_MAX);
   conn_to_slot_[p.conn] = p.slot;
-  p.reconnect_at_us =
-      now_ + std::max<uint64_t>(5'000'000, 4 * uint64_t{cfg_.suspect_timeout_max_us});
+  p.reconnect_at_us = now_ + p.connect_patience_us;
 }
 
 void Engine::suspect(Peer& p, const std::string& why) {

@@ -44,6 +44,10 @@ struct Engine::Peer {
   uint64_t last_beat_us = 0;     // our last heartbeat to it
   uint64_t reconnect_at_us = 0;  // we connect to lower ids: next attempt
   bool connecting = false;       // an attempt of ours is under way
+  // How long the next attempt may take before it is abandoned: short at
+  // first (after a healed link the stuck attempt is replaced soon), doubling
+  // while attempts keep hanging, back to short once one connects.
+  uint64_t connect_patience_us = 0;
   bool in_view = false;          // member of the installed view (this incarnation)
   // Suspected since the view was installed. Writes to it may have been
   // dropped with the old connection, and a stale sequencer would write its
