@@ -49,7 +49,6 @@ bool SegmentRegistrar::submit(uint64_t tag, int fd, size_t bytes, std::string& w
     std::lock_guard lock(mu_);
     jobs_.push_back(Job{tag, own, bytes});
   }
-  outstanding_.fetch_add(1, std::memory_order_relaxed);
   cv_.notify_one();
   return true;
 }
@@ -58,7 +57,6 @@ void SegmentRegistrar::take(std::vector<Done>& out) {
   if (!have_done_.load(std::memory_order_acquire)) return;
   std::lock_guard lock(mu_);
   for (Done& d : done_) out.push_back(std::move(d));
-  outstanding_.fetch_sub(done_.size(), std::memory_order_relaxed);
   done_.clear();
   have_done_.store(false, std::memory_order_relaxed);
 }

@@ -43,8 +43,6 @@ class SegmentRegistrar {
   bool submit(uint64_t tag, int fd, size_t bytes, std::string& why);
   // Moves finished registrations into `out`; one atomic load when none.
   void take(std::vector<Done>& out);
-  // Submitted and not yet taken.
-  size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
 
  private:
   struct Job {
@@ -61,7 +59,6 @@ class SegmentRegistrar {
   std::vector<Done> done_;
   bool stop_ = false;
   std::atomic<bool> have_done_{false};
-  std::atomic<size_t> outstanding_{0};
   std::thread thread_;  // last: starts once everything above exists
 };
 
